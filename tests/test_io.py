@@ -105,6 +105,7 @@ def test_compressed_lossless_roundtrip(tmp_path, ts):
     np.testing.assert_array_equal(read_dicom(p).hu, read_dicom(HEAD).hu)
 
 
+@pytest.mark.filterwarnings('ignore:Invalid value for VR UI')  # that test file has non-conformant UIDs
 def test_jpeg2000_and_jpeg_lossless_real_files():
     "Files compressed by other software: JPEG 2000 (693_J2KR) and JPEG Lossless (a CT neck slice)."
     from pydicom.data import get_testdata_file
