@@ -13,7 +13,7 @@ from founddiff.scan import BENCH_CASES, benchmark_scan, available_backends
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--cases', nargs='+', default=['mamba-layer'], choices=sorted(BENCH_CASES), help='named shapes')
+    p.add_argument('--cases', nargs='+', default=None, choices=sorted(BENCH_CASES), help="named shapes (default: mamba-layer, unless --shape is given)")
     p.add_argument('--shape', action='append', default=[], metavar='b,D,L,N[,G]', help='extra shape(s): batch, channels, length, states[, groups]')
     p.add_argument('--backends', nargs='+', default=['torch', 'ref'], help='backends; the last one is the baseline')
     p.add_argument('--reps', type=int, default=5, help='timed repeats (median reported)')
@@ -24,7 +24,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch default)')
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
-    cases = list(a.cases)
+    cases = list(a.cases if a.cases is not None else ([] if a.shape else ['mamba-layer']))
     for s in a.shape:
         v = [int(t) for t in s.split(',')]
         if len(v) not in (4, 5): p.error(f'--shape wants b,D,L,N[,G], got {s!r}')
