@@ -331,12 +331,20 @@ def _resize(hu, spacing, size: int):
     out = F.interpolate(torch.as_tensor(sq)[None, None], size=(size, size), mode='area')[0, 0].numpy()
     return out, max(dy, dx) * n / size
 
-def dose_images(size: int = 64, seed: int = 0) -> list[tuple[str, np.ndarray, float, str]]:
-    "The dose grid's default images: the bundled real head slice and one phantom per region, as (name, HU, spacing, window)."
-    img = read_dicom(sample_path('693_UNCI.dcm'))
-    hu, sp = _resize(img.hu, img.meta.get('pixel_spacing') or 350 / 512, size)
-    return [('693_UNCI.dcm (real head)', hu, sp, 'brain')] + [
-        (f"{r} phantom", phantom(r, size, seed), FOV_MM[r] / size, _REGION_WINDOW[r]) for r in REGIONS]
+def _window_for(meta: dict) -> str:
+    "A display window from DICOM metadata (BodyPartExamined), soft tissue by default."
+    part = (meta.get('body_part') or '').lower()
+    return 'brain' if any(w in part for w in ('head', 'brain', 'skull')) else 'lung' if any(w in part for w in ('chest', 'lung', 'thorax')) else 'abdomen'
+
+def dose_images(size: int = 64, seed: int = 0, real=None) -> list[tuple[str, np.ndarray, float, str]]:
+    "The dose grid's images as (name, HU, spacing, window): `real` [(name, CTImage)] (default: the bundled head slice), then a phantom per region."
+    real = default(real, lambda: [('693_UNCI.dcm', read_dicom(sample_path('693_UNCI.dcm')))])
+    out = []
+    for name, img in real:
+        hu = img.hu if img.hu.ndim == 2 else img.hu[img.hu.shape[0] // 2]    # a volume: its middle slice
+        hu, sp = _resize(hu, img.meta.get('pixel_spacing') or 350 / max(hu.shape), size)
+        out.append((f"{name} (real)", hu, sp, 'brain' if name == '693_UNCI.dcm' else _window_for(img.meta)))
+    return out + [(f"{r} phantom", phantom(r, size, seed), FOV_MM[r] / size, _REGION_WINDOW[r]) for r in REGIONS]
 
 def dose_grid(images=None, doses=DOSES, *, size: int = 64, seed: int = 0, **sim_kwargs):
     "Figure of `images` (default `dose_images`) at every dose, and rows {dose, <image>: noise std in HU} (one per dose)."
@@ -357,7 +365,7 @@ def dose_grid(images=None, doses=DOSES, *, size: int = 64, seed: int = 0, **sim_
     return fig, rows
 
 def dose_section(images=None, size: int = 64, seed: int = 0) -> dict:
-    "A `founddiff demo` section: the dose grid (PNG bytes) and its noise table."
+    "A `founddiff demo` section: the dose grid of `images` (default `dose_images`) as PNG bytes, and its noise table."
     import io as _io, matplotlib.pyplot as plt
     fig, rows = dose_grid(images, size=size, seed=seed)
     buf = _io.BytesIO(); fig.savefig(buf, format='png', dpi=90, bbox_inches='tight'); plt.close(fig)

@@ -287,7 +287,7 @@ def _rand(shape, generator, device, normal: bool = False):
     f = torch.randn if normal else torch.rand
     return f(shape, generator=generator, device=dev, dtype=torch.float64).to(device)
 
-def poisson_icdf(lam, u, exact_below: float = 1000.):
+def poisson_icdf(lam, u, exact_below: float = 200.):
     "Poisson(lam) quantile at u in (0, 1): the smallest k with P(N <= k) >= u; exact for lam < `exact_below`."
     z = math.sqrt(2) * torch.special.erfinv(2 * u - 1)                         # normal quantile
     s = lam.sqrt()
