@@ -10,6 +10,7 @@ import numpy as np
 import founddiff
 from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES
 from .io import read_dicom, read_series, read_slice, CTReadError, CTImage
+from .data import dose_images, dose_section
 
 # %% auto #0
 __all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'render_html', 'run_demo', 'main']
@@ -81,7 +82,7 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     import matplotlib
     if 'matplotlib.pyplot' not in sys.modules: matplotlib.use('Agg')
     images = load_demo_input(input)
-    sections = [windows_section(images)]
+    sections = [windows_section(images), dose_section(dose_images(real=images))]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     for s in sections:
         if s.get('png'):
@@ -98,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     d = sub.add_parser('demo', help='show real CT (bundled samples or --input) and write an image and an HTML page',
                        description='Read CT (bundled real slices by default), render it at three display windows with '
-                                   'its metadata, and write ct_windows.png, index.html and summary.json into --out.')
+                                   'its metadata, simulate it (and a phantom of each region) at the eight doses, and '
+                                   'write ct_windows.png, doses.png, index.html and summary.json into --out.')
     d.add_argument('--input', '-i', default=None, help='a DICOM file, a folder holding one DICOM series, or a .npy slice (HU)')
     d.add_argument('--out', '-o', default='founddiff_demo', help='output folder (created; default: ./founddiff_demo)')
     return p
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
     try:
         if args.command == 'demo':
             out = run_demo(args.input, args.out)
-            print(f"founddiff demo: wrote {out/'ct_windows.png'}, {out/'index.html'} and {out/'summary.json'}")
+            print(f"founddiff demo: wrote {out/'ct_windows.png'}, {out/'doses.png'}, {out/'index.html'} and {out/'summary.json'}")
             print(f"open {(out/'index.html').resolve()} in a browser")
     except (CTReadError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"founddiff {args.command}: error: {e}", file=sys.stderr); return 2
