@@ -18,8 +18,8 @@ from .physics import simulate_doses, simulate_low_dose, DOSES, SEEN_DOSES, UNSEE
 
 # %% auto #0
 __all__ = ['SCALES', 'make_sample', 'augment_pair', 'read_nifti', 'PhantomSource', 'FileSource', 'find_slices', 'DoseCache',
-           'SimulatedDoseDataset', 'phantom_dataset', 'folder_dataset', 'split_by_patient', 'PairedDataset',
-           'phantom_splits', 'get_dataloaders', 'dose_images', 'dose_grid', 'dose_section']
+           'SimulatedDoseDataset', 'PhantomSources', 'phantom_dataset', 'folder_dataset', 'split_by_patient',
+           'PairedDataset', 'phantom_splits', 'get_dataloaders', 'dose_images', 'dose_grid', 'dose_section']
 
 # %% ../nbs/04_data.ipynb #b356cf67
 SCALES = ('unit', 'hu')
@@ -169,8 +169,9 @@ class SimulatedDoseDataset(Dataset):
                  seed: int = 0,                  # noise seed (with the source key and dose)
                  cache_dir=None,                 # folder for a disk cache of all doses per source
                  **sim_kwargs):                  # passed to `simulate_doses` (i0, sigma_e2, filter, reference, ...)
-        self.sources, self.doses = list(sources), tuple(float(d) for d in doses)
-        if not self.sources: raise ValueError("no sources")
+        self.sources = sources if isinstance(sources, PhantomSources) else list(sources)
+        self.doses = tuple(float(d) for d in doses)
+        if not len(self.sources): raise ValueError("no sources")
         if not self.doses: raise ValueError("no doses")
         for d in self.doses:
             if not 0 < d <= 1: raise ValueError(f"dose must be a fraction of the normal dose in (0, 1], got {d}")
@@ -240,14 +241,23 @@ class SimulatedDoseDataset(Dataset):
         return (s.region, s.size) if isinstance(s, PhantomSource) else s.key
 
 # %% ../nbs/04_data.ipynb #3d663dbd
+class PhantomSources:
+    "A lazy sequence of `n` `PhantomSource`s cycling through `regions` (nothing is stored: n can be huge)."
+    def __init__(self, n: int, size: int = 64, regions=REGIONS, seed: int = 0, split: str = 'train'):
+        if n < 1: raise ValueError(f"n must be positive, got {n}")
+        self.n, self.size, self.regions, self.seed, self.split = int(n), size, tuple(regions), seed, split
+        for r in self.regions: _region_index(r)
+    def __len__(self): return self.n
+    def __getitem__(self, j):
+        if isinstance(j, slice): return [self[i] for i in range(*j.indices(self.n))]
+        if not -self.n <= j < self.n: raise IndexError(f"source {j} out of range for {self.n}")
+        j %= self.n
+        return PhantomSource(self.regions[j % len(self.regions)], j // len(self.regions), self.size, self.seed, self.split)
+
 def phantom_dataset(n: int = 300, size: int = 64, *, regions=REGIONS, doses=SEEN_DOSES, seed: int = 0,
                     split: str = 'train', **kwargs) -> SimulatedDoseDataset:
     "`n` seeded phantom slices (cycling through `regions`) at each of `doses`; kwargs go to `SimulatedDoseDataset`."
-    if n < 1: raise ValueError(f"n must be positive, got {n}")
-    regions = tuple(regions)
-    for r in regions: _region_index(r)
-    srcs = [PhantomSource(regions[j % len(regions)], j // len(regions), size, seed, split) for j in range(n)]
-    return SimulatedDoseDataset(srcs, doses, seed=seed, **kwargs)
+    return SimulatedDoseDataset(PhantomSources(n, size, regions, seed, split), doses, seed=seed, **kwargs)
 
 # %% ../nbs/04_data.ipynb #07b3a6b2
 def folder_dataset(root, region: str | None = None, *, doses=DOSES, patient_level: int = 1, **kwargs) -> SimulatedDoseDataset:

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 import numpy as np
 import torch
+import torch.nn.functional as F
 from .core import exists, default, show_ct
 
 # %% auto #0
@@ -235,7 +236,6 @@ TEXTURE_HU = {   # std of the smooth texture per tissue, HU
 
 def _texture(size: int, generator, grid: int = 24) -> np.ndarray:
     "A smooth random field (size, size) with unit std: a coarse `grid`^2 Gaussian field, bicubically upsampled."
-    import torch.nn.functional as F
     coarse = torch.randn(1, 1, grid, grid, generator=_as_generator(generator), dtype=torch.float64)
     f = F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False)[0, 0]
     return ((f - f.mean()) / f.std()).numpy()
