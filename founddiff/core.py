@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['HU_MIN', 'HU_MAX', 'WINDOWS', 'SAMPLES', 'exists', 'default', 'get_device', 'seed_everything', 'hu_to_unit',
-           'unit_to_hu', 'Window', 'get_window', 'sample_path', 'to_numpy', 'show_ct', 'atomic_write']
+__all__ = ['HU_MIN', 'HU_MAX', 'WINDOWS', 'SAMPLES', 'exists', 'default', 'get_device', 'seed_everything', 'as_generator',
+           'hu_to_unit', 'unit_to_hu', 'Window', 'get_window', 'sample_path', 'to_numpy', 'show_ct', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #40065c0d
 def exists(x) -> bool:
@@ -49,6 +49,14 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generat
         torch.use_deterministic_algorithms(True, warn_only=True)
         if hasattr(torch.backends, 'cudnn'): torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #e449cffd
+def as_generator(generator, device='cpu') -> torch.Generator | None:
+    "A torch.Generator from a Generator, an int seed (a new generator on `device`) or None (torch's global one)."
+    if generator is None or isinstance(generator, torch.Generator): return generator
+    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+        return torch.Generator(device=device).manual_seed(int(generator))
+    raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
 
 # %% ../nbs/00_core.ipynb #358d4c0f
 HU_MIN, HU_MAX = -1000.0, 2000.0  # FoundDiff's normalisation window: [-1000, 2000] HU -> [0, 1]

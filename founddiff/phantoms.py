@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import exists, default, show_ct
+from .core import exists, default, show_ct, as_generator
 
 # %% auto #0
 __all__ = ['REGIONS', 'LABELS', 'FOV_MM', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_texture', 'phantom']
@@ -60,16 +60,9 @@ def rasterize(ellipses, size: int, supersample: int = 4, background: float = -10
     return hu, lab[k::supersample, k::supersample].copy()
 
 # %% ../nbs/02_phantoms.ipynb #bd9d7d2f
-def _as_generator(generator) -> torch.Generator | None:
-    "A CPU torch.Generator from a Generator, an int seed, or None (the global one)."
-    if generator is None or isinstance(generator, torch.Generator): return generator
-    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(int(generator))
-    raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
-
 class _Draw:
     "Uniform draws from a torch generator, as Python floats."
-    def __init__(self, generator): self.g = _as_generator(generator)
+    def __init__(self, generator): self.g = as_generator(generator)
     def __call__(self, lo: float, hi: float) -> float:
         return lo + (hi - lo) * torch.rand(1, generator=self.g).item()
     def int(self, lo: int, hi: int) -> int:
@@ -236,7 +229,7 @@ TEXTURE_HU = {   # std of the smooth texture per tissue, HU
 
 def _texture(size: int, generator, grid: int = 24) -> np.ndarray:
     "A smooth random field (size, size) with unit std: a coarse `grid`^2 Gaussian field, bicubically upsampled."
-    coarse = torch.randn(1, 1, grid, grid, generator=_as_generator(generator), dtype=torch.float64)
+    coarse = torch.randn(1, 1, grid, grid, generator=as_generator(generator), dtype=torch.float64)
     f = F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False)[0, 0]
     return ((f - f.mean()) / f.std()).numpy()
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import exists, default, to_numpy
+from .core import exists, default, to_numpy, as_generator
 
 # %% auto #0
 __all__ = ['DOSES', 'SEEN_DOSES', 'UNSEEN_DOSES', 'MU_WATER', 'DEFAULT_FOV_MM', 'FILTERS', 'I0', 'SIGMA_E2', 'dose_name',
@@ -274,13 +274,6 @@ def fan_fbp(sino, geometry: FanBeamGeometry, shape, pixel_spacing=None, *, filte
 I0 = 1e5          # photons per detector channel and view at full dose, unattenuated
 SIGMA_E2 = 10.0   # variance of the electronic (Gaussian) noise, in photons^2
 
-def _generator(generator, device):
-    "A torch.Generator from a Generator, an int seed (a new generator on `device`) or None (the global one)."
-    if generator is None or isinstance(generator, torch.Generator): return generator
-    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
-        return torch.Generator(device=device).manual_seed(int(generator))
-    raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
-
 def _rand(shape, generator, device, normal: bool = False):
     "Uniform (or normal) float64 draws of `shape` on the generator's device (the data's if None), moved to `device`."
     dev = generator.device if exists(generator) else device
@@ -304,7 +297,7 @@ def poisson_icdf(lam, u, exact_below: float = 200.):
 
 def transmission_noise(p, dose, *, i0: float = I0, sigma_e2: float = SIGMA_E2, floor: float = 1.0, generator=None):
     "Noisy line integrals -log(N/(a I0)), N = Poisson(a I0 e^-p) + N(0, sigma_e2) clipped at `floor`; `dose` a number or shape broadcasting to p."
-    g = _generator(generator, p.device)
+    g = as_generator(generator, p.device)
     a = torch.as_tensor(dose, dtype=torch.float64, device=p.device)
     lam = (a * i0) * torch.exp(-p.to(torch.float64))                          # expected counts
     n = poisson_icdf(lam, _rand(lam.shape, g, p.device))                      # photon counts
@@ -378,11 +371,11 @@ def simulate_doses(hu, doses=DOSES, *,
     a = dm[..., None, None].to(x.device)                                       # (K, B, 1, 1)
     if isinstance(generator, (list, tuple)):                                   # one generator per item: noise independent of the batch
         if len(generator) != B: raise ValueError(f"got {len(generator)} generators for a batch of {B}")
-        gs = [_generator(g, x.device) for g in generator]
+        gs = [as_generator(g, x.device) for g in generator]
         pn = torch.stack([noise(p[b].expand(K, -1, -1), a[:, b], generator=g) for b, g in enumerate(gs)], 1)   # (K, B, V, D)
         p_ref = p if reference == 'noiseless' else torch.stack([noise(p[b], 1.0, generator=g) for b, g in enumerate(gs)])
     else:
-        g = _generator(generator, x.device)
+        g = as_generator(generator, x.device)
         pn = noise(p[None].expand(K, -1, -1, -1), a, generator=g)             # (K, B, V, D)
         p_ref = p if reference == 'noiseless' else noise(p, 1.0, generator=g)
     rec = fan_fbp(torch.cat([pn.reshape(K * B, *p.shape[1:]), p_ref]), geometry, (H, W), spacing, filter=filter, backend=backend)
