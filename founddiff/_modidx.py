@@ -22,4 +22,8 @@ d = { 'settings': { 'branch': 'main',
                                 'founddiff.core.seed_everything': ('core.html#seed_everything', 'founddiff/core.py'),
                                 'founddiff.core.show_ct': ('core.html#show_ct', 'founddiff/core.py'),
                                 'founddiff.core.to_numpy': ('core.html#to_numpy', 'founddiff/core.py'),
-                                'founddiff.core.unit_to_hu': ('core.html#unit_to_hu', 'founddiff/core.py')}}}
+                                'founddiff.core.unit_to_hu': ('core.html#unit_to_hu', 'founddiff/core.py')},
+            'founddiff.losses': { 'founddiff.losses._check_pairs': ('contrastive.html#_check_pairs', 'founddiff/losses.py'),
+                                  'founddiff.losses.clip_loss': ('contrastive.html#clip_loss', 'founddiff/losses.py'),
+                                  'founddiff.losses.rnc_loss': ('contrastive.html#rnc_loss', 'founddiff/losses.py'),
+                                  'founddiff.losses.supcon_loss': ('contrastive.html#supcon_loss', 'founddiff/losses.py')}}}
