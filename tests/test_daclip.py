@@ -34,7 +34,9 @@ def test_load_small_offline_gives_the_dagiff_interface():
     assert m.config == CONFIGS['small'] and not m.training
     meta = json.loads((weights_dir() / 'daclip_small.json').read_text())
     assert meta['version'] == WEIGHTS_VERSION and meta['config']['name'] == 'small'
-    assert meta['metrics']['spearman_unseen'] >= 0.95 and meta['metrics']['region_acc_unseen'] >= 0.95
+    assert meta['metrics']['spearman_unseen'] >= 0.95 and meta['metrics']['region_acc_unseen'] >= 0.95   # at 64x64
+    for n, mt in meta['metrics']['by_size'].items():                      # every training size, its own test phantoms
+        assert mt['spearman_unseen'] >= 0.95 and mt['pair_order_unseen'] >= 0.98, (n, mt)
     e = m.embed(torch.full((3, 64, 64), -1000.) + 40 * torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(0)))
     assert e.dose.shape == (3, 1024) and e.anatomy.shape == (3, 256)
     assert torch.allclose(e.dose.norm(dim=1), torch.ones(3), atol=1e-5)
