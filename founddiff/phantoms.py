@@ -8,10 +8,11 @@ import math
 from dataclasses import dataclass
 import numpy as np
 import torch
+import torch.nn.functional as F
 from .core import exists, default, show_ct
 
 # %% auto #0
-__all__ = ['REGIONS', 'LABELS', 'FOV_MM', 'Ellipse', 'rasterize', 'phantom']
+__all__ = ['REGIONS', 'LABELS', 'FOV_MM', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_texture', 'phantom']
 
 # %% ../nbs/02_phantoms.ipynb #86a5b4f1
 @dataclass(frozen=True)
@@ -132,6 +133,10 @@ def _spine(E, r: _Draw, y0: float, scale: float) -> list[Ellipse]:
             E(0, y0 - 0.10 * k, 0.025 * k, 0.028 * k, 0, r(15, 35), 'cord'),        # canal with cord
             E(0, y0 - 0.19 * k, 0.018 * k, 0.06 * k, 0, r(700, 1000), 'bone')]      # spinous process
 
+def _paraspinal(E, r: _Draw, y0: float) -> list[Ellipse]:
+    "The back muscles either side of the spinous process."
+    return [E(sx * r(0.09, 0.12), y0 - r(0.12, 0.15), r(0.06, 0.08), r(0.06, 0.08), sx * r(0, 20), r(40, 60), 'muscle') for sx in (-1, 1)]
+
 def _chest(r: _Draw) -> list[Ellipse]:
     "Axial chest at the level of the heart."
     A, B = r(0.82, 0.92), r(0.55, 0.68)                    # body semi-axes
@@ -167,10 +172,11 @@ def _chest(r: _Draw) -> list[Ellipse]:
             es.append(E(lcx + r(-0.5, 0.5) * la, lcy + r(-0.5, 0.5) * lb, nr, nr * r(0.8, 1), 0, r(-30, 60), 'lesion'))
     # mediastinum: heart (towards the patient's left = image right, anterior), great vessels, airway
     es.append(E(r(0.06, 0.14), r(0.0, 0.12), r(0.20, 0.26) * A / 0.87, r(0.16, 0.22) * B / 0.6, r(20, 45), blood + r(-5, 10), 'heart'))
-    es.append(E(r(0.08, 0.14), -0.55 * B + r(0.10, 0.16), 0.05, 0.05, 0, blood, 'aorta'))   # descending aorta
-    es.append(E(r(-0.02, 0.02), -0.55 * B + r(0.16, 0.22), r(0.02, 0.03), r(0.02, 0.03), 0, -1000, 'airway'))  # oesophagus / bronchus
+    y0 = -B + 0.3                                          # vertebral body centre
+    es.append(E(r(0.13, 0.17), y0 + r(0.04, 0.08), 0.05, 0.05, 0, blood, 'aorta'))              # descending aorta
+    es.append(E(r(-0.03, 0.03), y0 + r(0.15, 0.2), r(0.02, 0.03), r(0.02, 0.03), 0, -1000, 'airway'))  # oesophagus / bronchus
     es.append(E(0, B - w - 0.035, 0.05, 0.02, 0, r(400, 700), 'bone'))                          # sternum
-    es += _spine(E, r, -B + w + 0.12, 1.0)
+    es += _paraspinal(E, r, y0) + _spine(E, r, y0, 1.0)
     return es
 
 # %% ../nbs/02_phantoms.ipynb #4992ef7f
@@ -210,28 +216,50 @@ def _abdomen(r: _Draw) -> list[Ellipse]:
         es.append(E(bx, by, br, br * r(0.6, 1), r(0, 180), r(10, 40), 'bowel'))
         if r(0, 1) < 0.6: es.append(E(bx + r(-0.3, 0.3) * br, by + r(-0.3, 0.3) * br, br * r(0.3, 0.6), br * r(0.3, 0.6), 0, r(-1000, -900), 'gas'))
     # kidneys, psoas, vessels, spine (posterior)
-    y0 = -ib + 0.14
+    y0 = -B + 0.3 + w / 2                                  # vertebral body centre
     for sx in (-1, 1):
         es.append(E(sx * r(0.22, 0.3), y0 + r(0.08, 0.14), r(0.07, 0.09), r(0.11, 0.14), sx * r(15, 35), r(28, 42), 'kidney'))
         es.append(E(sx * r(0.1, 0.13), y0 + 0.02, r(0.04, 0.06), r(0.05, 0.07), 0, soft, 'muscle'))   # psoas
     es.append(E(r(0.02, 0.06), y0 + 0.14, 0.04, 0.04, 0, blood, 'aorta'))
     es.append(E(-r(0.06, 0.1), y0 + 0.14, 0.045, 0.035, 0, blood, 'aorta'))      # inferior vena cava (blood too)
-    es += _spine(E, r, y0, 1.0)
+    es += _paraspinal(E, r, y0) + _spine(E, r, y0, 1.0)
     return es
 
 _BUILDERS = {'head': _head, 'chest': _chest, 'abdomen': _abdomen}
 
 # %% ../nbs/02_phantoms.ipynb #e1321081
+TEXTURE_HU = {   # std of the smooth texture per tissue, HU
+    'scalp': 5, 'skull': 60, 'grey': 2, 'white': 2, 'nuclei': 2, 'lesion': 2,
+    'fat': 6, 'muscle': 4, 'bone': 60, 'marrow': 30, 'lung': 25, 'heart': 3,
+    'liver': 4, 'spleen': 4, 'kidney': 5, 'bowel': 8, 'stomach': 6,
+}
+
+def _texture(size: int, generator, grid: int = 24) -> np.ndarray:
+    "A smooth random field (size, size) with unit std: a coarse `grid`^2 Gaussian field, bicubically upsampled."
+    coarse = torch.randn(1, 1, grid, grid, generator=_as_generator(generator), dtype=torch.float64)
+    f = F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False)[0, 0]
+    return ((f - f.mean()) / f.std()).numpy()
+
+def add_texture(hu, labels, names, generator=None, amount: float = 1.0) -> np.ndarray:
+    "`hu` plus a smooth texture of std `amount * TEXTURE_HU[tissue]` in each labelled tissue (labels index `names`)."
+    amp = np.array([TEXTURE_HU.get(n, 0.) for n in names], dtype=np.float32)[labels]   # (H, W) std per pixel
+    return (hu + amount * amp * _texture(hu.shape[-1], generator)).astype(np.float32)
+
+# %% ../nbs/02_phantoms.ipynb #52fbc8ea
 def phantom(region: str,                  # one of `REGIONS`: 'head', 'chest' or 'abdomen'
             size: int = 256,              # image side in pixels (16..1024)
             generator=None,               # torch.Generator, int seed, or None (torch's global generator)
             *, return_labels: bool = False, # also return the label map (values index `LABELS[region]`)
             supersample: int | None = None, # samples per pixel side; default max(2, min(8, ceil(512/size)))
+            texture: float = 1.0,         # scale of the tissue texture (0: flat organs)
            ):
     "A random `size`x`size` phantom of `region` in HU (float32 numpy), optionally with its label map."
     if region not in REGIONS: raise ValueError(f"unknown region {region!r}; choose one of {REGIONS}")
     if not isinstance(size, (int, np.integer)) or not 16 <= size <= 1024:
         raise ValueError(f"size must be an integer in [16, 1024], got {size!r}")
     s = default(supersample, max(2, min(8, math.ceil(512 / size))))
-    es = _BUILDERS[region](_Draw(generator))
-    return rasterize(es, int(size), s, background=-1000., labels=LABELS[region] if return_labels else None)
+    draw = _Draw(generator)
+    es = _BUILDERS[region](draw)
+    hu, lab = rasterize(es, int(size), s, background=-1000., labels=LABELS[region])
+    if texture: hu = add_texture(hu, lab, LABELS[region], draw.g, texture)
+    return (hu, lab) if return_labels else hu
