@@ -1,0 +1,64 @@
+"DA-CLIP things that do not fit a notebook: the shipped weights as an installed user gets them, and the training script."
+import json, struct, subprocess, sys
+from configparser import ConfigParser
+from fnmatch import fnmatch
+from pathlib import Path
+import pytest
+import torch
+from founddiff.daclip import DACLIP, load_daclip, weights_dir, to_daclip_input, CONFIGS, WEIGHTS_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_small_weights_are_package_data():
+    files = sorted(p.name for p in weights_dir().iterdir() if p.name.startswith('daclip_'))
+    assert {'daclip_small.safetensors', 'daclip_small.json'} <= set(files), files
+    cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
+    globs = cfg['DEFAULT']['package_data'].split()
+    for f in ('daclip_small.safetensors', 'daclip_small.json'):
+        assert any(fnmatch(f'weights/{f}', g) for g in globs), f"{f} is not matched by package_data {globs}"
+    size = (weights_dir() / 'daclip_small.safetensors').stat().st_size
+    assert size < 5e6, f"shipped weights are {size / 1e6:.1f} MB; keep them a few MB"
+
+
+def test_shipped_weights_are_safetensors_not_pickle():
+    raw = (weights_dir() / 'daclip_small.safetensors').read_bytes()
+    n = struct.unpack('<Q', raw[:8])[0]                   # safetensors: 8-byte little-endian header length, then JSON
+    header = json.loads(raw[8:8 + n])
+    assert header['__metadata__']['format'] == 'founddiff.daclip'
+    assert not raw.startswith(b'PK') and raw[:2] != b'\x80\x02'    # neither a torch zip nor a raw pickle
+
+
+def test_load_small_offline_gives_the_dagiff_interface():
+    m = load_daclip('small')
+    assert m.config == CONFIGS['small'] and not m.training
+    meta = json.loads((weights_dir() / 'daclip_small.json').read_text())
+    assert meta['version'] == WEIGHTS_VERSION and meta['config']['name'] == 'small'
+    assert meta['metrics']['spearman_unseen'] >= 0.95 and meta['metrics']['region_acc_unseen'] >= 0.95   # at 64x64
+    for n, mt in meta['metrics']['by_size'].items():                      # every training size, its own test phantoms
+        assert mt['spearman_unseen'] >= 0.95 and mt['pair_order_unseen'] >= 0.98, (n, mt)
+    e = m.embed(torch.full((3, 64, 64), -1000.) + 40 * torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    assert e.dose.shape == (3, 1024) and e.anatomy.shape == (3, 256)
+    assert torch.allclose(e.dose.norm(dim=1), torch.ones(3), atol=1e-5)
+    # loaded weights are the trained ones, not a fresh random init
+    fresh = DACLIP('small').eval()
+    x = to_daclip_input(torch.zeros(1, 32, 32))
+    assert not torch.allclose(fresh(x).dose, m(x).dose)
+
+
+def test_load_errors_name_the_problem():
+    with pytest.raises(FileNotFoundError, match=r"shipped weights: \[.*'small'"): load_daclip('tiny')
+    with pytest.raises(ValueError, match="config 'small', not of the requested 'tiny'"): load_daclip('small', config='tiny')
+
+
+def test_training_script_smoke(tmp_path):
+    out = tmp_path / 'w' / 'tiny'
+    r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_daclip.py'), '--config', 'tiny', '--phantoms', '2',
+                        '--test-phantoms', '1', '--steps', '2', '--out', str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(out.with_suffix('.json').read_text())
+    assert meta['config']['name'] == 'tiny' and meta['train']['steps'] == 2
+    assert {'spearman_unseen', 'region_acc_unseen', 'train_time_s'} <= set(meta['metrics'])
+    m = load_daclip(path=out.with_suffix('.safetensors'), config='tiny')
+    assert m.embed(torch.zeros(2, 40, 40)).dose.shape == (2, 1024)
+    assert not list(out.parent.glob('.*.tmp'))            # atomic writes leave no temporaries
