@@ -15,8 +15,8 @@ from .blocks import DACB
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'CONDITIONING', 'CONFIGS', 'Schedule', 'founddiff_schedule', 'rddm_schedule', 'get_schedule', 'q_sample',
-           'sinusoidal_embedding', 'TimeEmbedding', 'DosePrompt', 'WSConv2d', 'ResnetBlock', 'Downsample', 'Upsample',
-           'DADiffConfig', 'pad_to_multiple', 'DADiffUNet', 'get_config', 'param_table', 'residual_loss']
+           'residual_loss', 'sinusoidal_embedding', 'TimeEmbedding', 'DosePrompt', 'WSConv2d', 'ResnetBlock',
+           'Downsample', 'Upsample', 'DADiffConfig', 'pad_to_multiple', 'DADiffUNet', 'get_config', 'param_table']
 
 # %% ../nbs/09_rddm.ipynb #2d2d2ef4
 @dataclass(frozen=True, eq=False)
@@ -112,14 +112,48 @@ def q_sample(i0:torch.Tensor, # (B, C, H, W) clean image I_0 (NDCT) on [-1, 1]
     b = _bcast(sch.bbar.to(i0.device)[t], i0).to(i0.dtype)
     return i0 + a * i_res + b * noise
 
+# %% ../nbs/09_rddm.ipynb #2c646a08
+def _embeddings(emb):
+    "(dose, anatomy) from None, a (dose, anatomy) pair, or any object with `.dose` and `.anatomy`."
+    if emb is None: return None, None
+    if hasattr(emb, 'dose') and hasattr(emb, 'anatomy'): return emb.dose, emb.anatomy
+    if isinstance(emb, (tuple, list)) and len(emb) == 2: return tuple(emb)
+    raise TypeError(f"emb must be None, a (dose, anatomy) pair or an object with .dose and .anatomy, got {type(emb).__name__}")
+
+def residual_loss(unet:nn.Module, # a `DADiffUNet`
+                  ndct:torch.Tensor, # (B, C, H, W) normal-dose images I_0 on [-1, 1]
+                  ldct:torch.Tensor, # (B, C, H, W) low-dose images I_in on [-1, 1]
+                  emb=None, # DA-CLIP embeddings: (dose (B, 1024), anatomy (B, 256)), an object with .dose/.anatomy, or None
+                  schedule:Schedule|str='founddiff', # the training schedule
+                  *, t:torch.Tensor|None=None, # (B,) timesteps; default uniform on {0, ..., T-1}
+                  noise:torch.Tensor|None=None, # (B, C, H, W) eps; default standard normal
+                  generator=None, # torch.Generator or int seed for t and noise
+                 ) -> torch.Tensor:
+    "One training step's loss: MSE between the U-Net's predicted residual and I_res = LDCT - NDCT at a random t."
+    sch = get_schedule(schedule)
+    for k, v in (('ndct', ndct), ('ldct', ldct)):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point(): raise TypeError(f"residual_loss: {k} must be a floating-point tensor, got {getattr(v, 'dtype', type(v).__name__)}")
+        if v.dim() != 4 or v.shape[0] == 0: raise ValueError(f"residual_loss: {k} must be a non-empty batch (B, C, H, W), got shape {tuple(v.shape)}")
+    if ldct.shape != ndct.shape: raise ValueError(f"residual_loss: ldct must have the shape of ndct {tuple(ndct.shape)}, got {tuple(ldct.shape)}")
+    B, dev = ndct.shape[0], ndct.device
+    g = as_generator(generator, dev)
+    gdev = g.device if g is not None else dev
+    t = torch.randint(0, sch.T, (B,), generator=g, device=gdev).to(dev) if t is None else sch.check_t(t, 't').to(dev)
+    if t.shape != (B,): raise ValueError(f"residual_loss: t must be (B,) = ({B},), got shape {tuple(t.shape)}")
+    noise = torch.randn(ndct.shape, generator=g, device=gdev, dtype=ndct.dtype).to(dev) if noise is None else noise
+    i_res = ldct - ndct
+    x_t = q_sample(ndct, i_res, t, noise, sch)
+    dose, anatomy = _embeddings(emb)
+    return F.mse_loss(unet(x_t, ldct, sch.time_input(t), dose, anatomy), i_res)
+
 # %% ../nbs/09_rddm.ipynb #9862c2d5
 def sinusoidal_embedding(time:torch.Tensor, # (B,) continuous time input
                          dim:int=64, # embedding size (even)
                         ) -> torch.Tensor:
     "Transformer-style sinusoidal embedding of a continuous time: [sin(time f_i), cos(time f_i)], f_i = 10000^(-i/(dim/2-1)). (B, dim)."
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=time.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))   # (half,)
-    args = time.to(torch.float32)[:, None] * freqs[None]                                                                # (B, half)
+    half, dt = dim // 2, torch.promote_types(time.dtype, torch.float32)                                                # float32, or float64
+    freqs = torch.exp(torch.arange(half, device=time.device, dtype=dt) * -(math.log(10000) / (half - 1)))              # (half,)
+    args = time.to(dt)[:, None] * freqs[None]                                                                           # (B, half)
     return torch.cat([args.sin(), args.cos()], dim=-1)                                                                  # (B, dim)
 
 class TimeEmbedding(nn.Module):
@@ -128,7 +162,8 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         self.sin_dim = sin_dim
         self.mlp = nn.Sequential(nn.Linear(sin_dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
-    def forward(self, time:torch.Tensor) -> torch.Tensor: return self.mlp(sinusoidal_embedding(time, self.sin_dim))
+    def forward(self, time:torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_embedding(time, self.sin_dim).to(self.mlp[0].weight.dtype))
 
 class DosePrompt(nn.Module):
     "Dose prompt: Linear(softmax(MLP(dose embedding)) * P), P a learnable (1, time_dim) prompt initialised U[0, 1). (B, dose_dim) -> (B, time_dim)."
@@ -325,8 +360,8 @@ class DADiffUNet(nn.Module):
 CONFIGS = {
     'tiny':  DADiffConfig('tiny', dim=8, dim_mults=(1, 2), d_states=(2, 4), dacb=(True, True), mid_dacb=True,
                           sin_dim=16, time_dim=32),                       # tests: 64x64 in milliseconds
-    'small': DADiffConfig('small', dim=24, dim_mults=(1, 2, 4, 8), d_states=(4, 8, 16, 32), dacb=(False, False, True, True),
-                          mid_dacb=True, sin_dim=32, time_dim=96),          # the CPU model we ship: DACBs at 1/4 and 1/8 size and the middle
+    'small': DADiffConfig('small', dim=16, dim_mults=(1, 2, 4, 8), d_states=(4, 8, 16, 32), dacb=(False, False, True, True),
+                          mid_dacb=True, sin_dim=32, time_dim=64),          # the CPU model we ship: DACBs at 1/4 and 1/8 size and the middle
     'paper': DADiffConfig('paper'),                                         # the published layout: 25,568,831 parameters
 }
 
@@ -339,7 +374,7 @@ def get_config(config:str|DADiffConfig|dict='tiny') -> DADiffConfig:
         return CONFIGS[config]
     raise TypeError(f"config must be a name, a DADiffConfig or a dict, got {type(config).__name__}")
 
-# %% ../nbs/09_rddm.ipynb #0fdb8106
+# %% ../nbs/09_rddm.ipynb #91343d5a
 def param_table(model:nn.Module) -> dict:
     "Trainable parameters per part of a `DADiffUNet` ('init_conv', 'time_mlp', 'dose_prompt', 'downs.0.dacb', ..., 'final_conv')."
     out = {}
@@ -349,37 +384,3 @@ def param_table(model:nn.Module) -> dict:
         key = '.'.join(parts[:3]) if parts[0] in ('downs', 'ups') else parts[0]
         out[key] = out.get(key, 0) + p.numel()
     return out
-
-# %% ../nbs/09_rddm.ipynb #2c646a08
-def _embeddings(emb):
-    "(dose, anatomy) from None, a (dose, anatomy) pair, or any object with `.dose` and `.anatomy`."
-    if emb is None: return None, None
-    if hasattr(emb, 'dose') and hasattr(emb, 'anatomy'): return emb.dose, emb.anatomy
-    if isinstance(emb, (tuple, list)) and len(emb) == 2: return tuple(emb)
-    raise TypeError(f"emb must be None, a (dose, anatomy) pair or an object with .dose and .anatomy, got {type(emb).__name__}")
-
-def residual_loss(unet:nn.Module, # a `DADiffUNet`
-                  ndct:torch.Tensor, # (B, C, H, W) normal-dose images I_0 on [-1, 1]
-                  ldct:torch.Tensor, # (B, C, H, W) low-dose images I_in on [-1, 1]
-                  emb=None, # DA-CLIP embeddings: (dose (B, 1024), anatomy (B, 256)), an object with .dose/.anatomy, or None
-                  schedule:Schedule|str='founddiff', # the training schedule
-                  *, t:torch.Tensor|None=None, # (B,) timesteps; default uniform on {0, ..., T-1}
-                  noise:torch.Tensor|None=None, # (B, C, H, W) eps; default standard normal
-                  generator=None, # torch.Generator or int seed for t and noise
-                 ) -> torch.Tensor:
-    "One training step's loss: MSE between the U-Net's predicted residual and I_res = LDCT - NDCT at a random t."
-    sch = get_schedule(schedule)
-    for k, v in (('ndct', ndct), ('ldct', ldct)):
-        if not isinstance(v, torch.Tensor) or not v.is_floating_point(): raise TypeError(f"residual_loss: {k} must be a floating-point tensor, got {getattr(v, 'dtype', type(v).__name__)}")
-        if v.dim() != 4 or v.shape[0] == 0: raise ValueError(f"residual_loss: {k} must be a non-empty batch (B, C, H, W), got shape {tuple(v.shape)}")
-    if ldct.shape != ndct.shape: raise ValueError(f"residual_loss: ldct must have the shape of ndct {tuple(ndct.shape)}, got {tuple(ldct.shape)}")
-    B, dev = ndct.shape[0], ndct.device
-    g = as_generator(generator, dev)
-    gdev = g.device if g is not None else dev
-    t = torch.randint(0, sch.T, (B,), generator=g, device=gdev).to(dev) if t is None else sch.check_t(t, 't').to(dev)
-    if t.shape != (B,): raise ValueError(f"residual_loss: t must be (B,) = ({B},), got shape {tuple(t.shape)}")
-    noise = torch.randn(ndct.shape, generator=g, device=gdev, dtype=ndct.dtype).to(dev) if noise is None else noise
-    i_res = ldct - ndct
-    x_t = q_sample(ndct, i_res, t, noise, sch)
-    dose, anatomy = _embeddings(emb)
-    return F.mse_loss(unet(x_t, ldct, sch.time_input(t), dose, anatomy), i_res)
