@@ -219,8 +219,16 @@ class DADiffConfig:
     conditioning: str = 'daclip'          # 'daclip': dose prompt + anatomy; 'none': time only (ablation)
 
     def __post_init__(self):
+        pos_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+        for k in ('dim', 'channels', 'groups', 'sin_dim', 'time_dim', 'dose_dim', 'anat_dim'):
+            if not pos_int(getattr(self, k)): raise ValueError(f"DADiffConfig: {k} must be a positive integer, got {getattr(self, k)!r}")
+        for k in ('dim_mults', 'd_states', 'dacb'):
+            if not isinstance(getattr(self, k), tuple): raise TypeError(f"DADiffConfig: {k} must be a tuple, got {type(getattr(self, k)).__name__}")
         n = len(self.dim_mults)
         if n < 1: raise ValueError("DADiffConfig: dim_mults must have at least one level")
+        for k in ('dim_mults', 'd_states'):
+            if not all(pos_int(v) for v in getattr(self, k)): raise ValueError(f"DADiffConfig: {k} must hold positive integers, got {getattr(self, k)}")
+        if not all(isinstance(v, bool) for v in (*self.dacb, self.mid_dacb)): raise ValueError(f"DADiffConfig: dacb and mid_dacb must be booleans, got {self.dacb}, {self.mid_dacb!r}")
         for k in ('d_states', 'dacb'):
             if len(getattr(self, k)) != n: raise ValueError(f"DADiffConfig: {k} must have one entry per level ({n}), got {getattr(self, k)}")
         if self.conditioning not in CONDITIONING: raise ValueError(f"DADiffConfig: conditioning must be one of {CONDITIONING}, got {self.conditioning!r}")
@@ -240,6 +248,7 @@ class DADiffConfig:
     @classmethod
     def from_dict(cls, d:dict) -> 'DADiffConfig':
         "Inverse of `dataclasses.asdict` after a JSON round trip (lists back to tuples); unknown keys are an error."
+        if not isinstance(d, dict): raise TypeError(f"DADiffConfig.from_dict: expected a dict, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown: raise ValueError(f"DADiffConfig.from_dict: unknown keys {sorted(unknown)}")
