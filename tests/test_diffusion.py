@@ -104,3 +104,16 @@ def test_state_dict_round_trip_and_dtype():
     with torch.no_grad(): assert torch.equal(a(*args), b(*args))
     with pytest.raises(TypeError, match='time must be'): a(x, x, 'later', args[3], args[4])
     with pytest.raises(TypeError, match='config must be'): D.DADiffUNet(3)
+
+def test_loss_takes_daclip_output():
+    "residual_loss accepts DA-CLIP's output object as `emb` (anything with .dose and .anatomy): the two wings meet only through tensors."
+    from founddiff.daclip import load_daclip
+    torch.manual_seed(3)
+    enc, unet = load_daclip('small').eval(), D.DADiffUNet('tiny')
+    nd = torch.rand(2, 1, 32, 32) * 0.2 - 0.5; ld = nd + 0.02 * torch.randn(2, 1, 32, 32)
+    with torch.no_grad(): emb = enc((ld + 1) / 2)                               # DA-CLIP works on [0, 1]
+    loss = D.residual_loss(unet, nd, ld, emb, 'founddiff', generator=0)
+    same = D.residual_loss(unet, nd, ld, (emb.dose, emb.anatomy), 'founddiff', generator=0)
+    assert torch.isfinite(loss) and loss.item() == same.item()
+    with pytest.raises(ValueError, match='dose embedding is required'): D.residual_loss(unet, nd, ld, None, generator=0)
+    with pytest.raises(TypeError, match='emb must be'): D.residual_loss(unet, nd, ld, 'chest', generator=0)
