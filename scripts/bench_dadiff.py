@@ -55,9 +55,10 @@ def child(config: str, device: str, batch: int, reps: int, steps: int) -> dict:
         with ctx(): den.denoise(hu, batch_size=batch, generator=0)
     run(); sync()                                                   # warm-up (allocations, kernel choice)
     if cuda: torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter(); run(); sync(); times.append(time.perf_counter() - t0)
+        t0, c0 = time.perf_counter(), time.process_time(); run(); sync()
+        times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
     x01, xin = hu_to_inputs(torch.as_tensor(hu)[:, None].to(dev))  # DA-CLIP alone, same run
     with torch.no_grad():
         den.daclip(x01); sync(); t0 = time.perf_counter()
@@ -66,6 +67,7 @@ def child(config: str, device: str, batch: int, reps: int, steps: int) -> dict:
     per_slice = statistics.median(times) / batch
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return dict(config=config, device=device, batch=batch, steps=steps, params=n_par, s_per_slice=per_slice,
+                cpu_s_per_slice=statistics.median(cpu) / batch, threads=torch.get_num_threads(),
                 daclip_share=t_clip / batch / per_slice, peak_mib=peak, reps=reps)
 
 
@@ -109,7 +111,8 @@ def main(argv=None):
             else:
                 s, goal = row['s_per_slice'], CPU_GOALS_S.get(cfg)
                 verdict = '' if goal is None else f"goal <= {goal:g} s: {'met' if s <= goal else 'NOT met'} ({s / goal:.2f}x the goal); "
-                print(f"{cfg:6s} batch {b}: {s:7.2f} s/slice; {verdict}DA-CLIP {row['daclip_share']:.1%} of it; "
+                print(f"{cfg:6s} batch {b}: {s:7.2f} s/slice (process CPU time {row['cpu_s_per_slice']:.2f} s over "
+                      f"{row['threads']} threads: a wall time well above CPU/threads means other load); {verdict}DA-CLIP {row['daclip_share']:.1%} of it; "
                       f"{s / a.steps:.2f} s per U-Net call; peak RSS {row['peak_mib']:.0f} MiB; {row['params']:,} U-Net parameters")
     if not gpu and {'small', 'paper'} <= {r['config'] for r in rows}:
         sp = {r['config']: r['s_per_slice'] for r in rows if r['batch'] == batches[0]}
