@@ -650,8 +650,7 @@ def simulate_doses(hu, doses=DOSES, *,
 
 def simulate_low_dose(hu, dose, *, generator=None, return_reference: bool = False, **kwargs):
     "`hu` (H, W) or (B, H, W), numpy or torch, simulated at dose fraction `dose` (a number or one per item); same type out. Options as `simulate_doses`."
-    x = hu if isinstance(hu, torch.Tensor) else np.asarray(hu)
-    n = x.shape[0] if x.ndim == 3 else 1
+    n = _to_tensor(hu)[0].shape[0]                                             # the image is checked first
     d = _check_doses(dose, n, 'dose')
     low, ref = simulate_doses(hu, [d if n > 1 else d[0]], generator=generator, **kwargs)
     return (low[0], ref) if return_reference else low[0]
