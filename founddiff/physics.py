@@ -387,19 +387,20 @@ def _build_fast_bp(geometry, shape, spacing, device, dtype, chunk: int = 16):
     nB, P = len(base), H * W
     betas = geometry.betas(device, torch.float64)[torch.as_tensor(base, device=device)]
     cols = torch.empty(P, nB, dtype=torch.int32, device=device)
-    w0, w1 = (torch.empty(P, nB, dtype=dtype, device=device) for _ in range(2))
+    w0, w1s = (torch.empty(P, nB, dtype=dtype, device=device) for _ in range(2))
     for b0 in range(0, nB, chunk):
         u, l2 = _pixel_rays(geometry, betas[b0:b0 + chunk], shape, spacing, device, torch.float32)   # (v, P), as the readable one
-        u0 = u.floor(); f = u - u0; w = l2 * (2 * math.pi / V)
-        ok = (u0 >= -1) & (u0 <= D - 1)                                      # at least one tap on the detector
-        c = torch.where(ok, u0 + 1, 0)                                       # index into a view padded with a zero channel each side
-        off = (torch.arange(b0, b0 + len(u), device=device, dtype=torch.float32) * (D + 1))[:, None]
-        cols[:, b0:b0 + len(u)] = (c + off).T.to(torch.int32)
-        w0[:, b0:b0 + len(u)] = ((1 - f) * w * ok).T.to(dtype)              # the zero channels make the outer taps vanish
-        w1[:, b0:b0 + len(u)] = (f * w * ok).T.to(dtype)
+        v1 = b0 + len(u)
+        u0 = torch.floor(u); f = u.sub_(u0); w = l2.mul_(2 * math.pi / V)  # in place: 3.8e7 entries per array at 512x512
+        if u0.min() < -1 or u0.max() > D - 1:                                # rays off the detector (a narrow fan): no taps
+            ok = (u0 >= -1) & (u0 <= D - 1); w.mul_(ok); u0 = torch.where(ok, u0, -1.)
+        u0.add_((torch.arange(b0, v1, device=device, dtype=torch.float32) * (D + 1) + 1)[:, None])   # padded channel index
+        cols[:, b0:v1] = u0.T                                                # exact: indices < 2^24
+        w1 = f.mul_(w)
+        w1_ = w1.T; w0[:, b0:v1] = w.sub_(w1).T; w1s[:, b0:v1] = w1_          # left tap (1 - f) w, right tap f w
     crow = torch.arange(0, P * nB + 1, nB, dtype=torch.int32, device=device)
     mk = lambda v: torch.sparse_csr_tensor(crow, cols.reshape(-1), v.reshape(-1), (P, nB * (D + 1)), check_invariants=False)
-    return mk(w0), mk(w1)
+    return mk(w0), mk(w1s)
 
 def _fast_bp(geometry, shape, spacing, device, dtype):
     "Cached `_build_fast_bp`, least recently used dropped beyond `FAST_CACHE_BYTES`."
