@@ -279,6 +279,7 @@ def _pick_backend(geometry, shape, spacing, step, backend, n_images, device, dty
     "'matrix' for a small grid whose matrices are cached or worth building (64+ images), 'fast' otherwise; or as asked."
     if not isinstance(backend, str) or backend not in BACKENDS: raise ValueError(f"backend must be 'auto', 'grid', 'matrix' or 'fast', got {backend!r}")
     if backend != 'auto': return backend
+    if torch.device(device).type not in ('cpu', 'cuda'): return 'grid'              # sparse CSR products: CPU and CUDA only
     return 'matrix' if _use_matrices(geometry, shape, spacing, step, backend, n_images, device, dtype) else 'fast'
 
 
@@ -365,7 +366,7 @@ def _fan_project_fast(mu, geometry, spacing, step: float = 1.0, max_elems: int =
     imgs = torch.stack([_transform(mu, s) for s in syms], 1)                 # (B, G, H, W): the copies ride in the channels
     betas = geometry.betas(mu.device, mu.dtype)[torch.as_tensor(base, device=mu.device)]
     n_s = math.ceil(math.hypot(H * spacing[0], W * spacing[1]) / (step * min(spacing)))
-    chunk = max(1, max_elems // (G * D * n_s))
+    chunk = max(1, max_elems // (B * G * D * n_s))                         # views per grid_sample call: bounded memory
     outs = []
     for v0 in range(0, nB, chunk):
         g, dt = _ray_points(geometry, betas[v0:v0 + chunk], (H, W), spacing, step, mu.device, mu.dtype)
