@@ -41,10 +41,14 @@ def child(task: str) -> dict:
     if task in ('new8', 'old8'):
         hu = phantom('abdomen', 512, 0); sp = FOV_MM['abdomen'] / 512
         base = _rss_mb()
-        t = time.perf_counter(); low, ref = ph.simulate_doses(hu, ph.DOSES, generator=0, pixel_spacing=sp); out['first_s'] = time.perf_counter() - t
+        c, t = time.process_time(), time.perf_counter()
+        low, ref = ph.simulate_doses(hu, ph.DOSES, generator=0, pixel_spacing=sp)
+        out['first_s'], out['first_cpu_s'] = time.perf_counter() - t, time.process_time() - c
         out['peak_extra_mb'] = _peak_mb() - base
         if task == 'new8':
-            t = time.perf_counter(); low, ref = ph.simulate_doses(hu, ph.DOSES, generator=0, pixel_spacing=sp); out['second_s'] = time.perf_counter() - t
+            c, t = time.process_time(), time.perf_counter()
+            low, ref = ph.simulate_doses(hu, ph.DOSES, generator=0, pixel_spacing=sp)
+            out['second_s'], out['second_cpu_s'] = time.perf_counter() - t, time.process_time() - c
             sim = ph.DoseSimulator(hu, pixel_spacing=sp); sim(0.5, generator=0)
             ts = []
             for d in ph.DOSES:
@@ -81,10 +85,11 @@ def child(task: str) -> dict:
 
 def run_child(task: str, pythonpath: Path, out_prefix: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(pythonpath), BENCH_OUT=out_prefix, PYTHONWARNINGS='ignore')
+    load0 = os.getloadavg()[0]
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), '--child', task], env=env, capture_output=True, text=True,
                        cwd=str(pythonpath))
     if r.returncode: raise RuntimeError(f"child {task} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return dict(json.loads(r.stdout.strip().splitlines()[-1]), load=(load0 + os.getloadavg()[0]) / 2)
 
 
 def machine() -> str:
@@ -114,11 +119,14 @@ def main(argv=None):
             try: old = run_child('old8', wt, prefix)
             finally: subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force', str(wt)], check=False)
         print(f"simulate_doses, 8 doses, this checkout: first call {new['first_s']:.2f} s (builds the back-projector), "
-              f"second call {new['second_s']:.2f} s")
+              f"second call {new['second_s']:.2f} s; CPU time {new['first_cpu_s']:.1f} s and {new['second_cpu_s']:.1f} s "
+              f"(load average during the run {new['load']:.1f})")
         if old:
-            print(f"simulate_doses, 8 doses, commit {BASELINE}: {old['first_s']:.2f} s")
-            print(f"  ratio {BASELINE} / this: {old['first_s'] / new['first_s']:.1f}x (first call), "
-                  f"{old['first_s'] / new['second_s']:.1f}x (second call)")
+            print(f"simulate_doses, 8 doses, commit {BASELINE}: {old['first_s']:.2f} s, CPU time {old['first_cpu_s']:.1f} s "
+                  f"(load average during the run {old['load']:.1f})")
+            print(f"  ratio {BASELINE} / this, wall: {old['first_s'] / new['first_s']:.1f}x (first call), "
+                  f"{old['first_s'] / new['second_s']:.1f}x (second call); CPU time: {old['first_cpu_s'] / new['first_cpu_s']:.1f}x, "
+                  f"{old['first_cpu_s'] / new['second_cpu_s']:.1f}x")
             import numpy as np
             a, b = np.load(prefix + '.new8.npy'), np.load(prefix + '.old8.npy')
             print(f"  same seed, both versions: reference max |diff| {np.abs(a[0] - b[0]).max():.3f} HU, "
