@@ -13,7 +13,7 @@ Prints, for one 512x512 abdomen phantom at the full geometry (1160 views x 672 c
 Every measurement runs in its own child process (clean caches and clean peak memory). Absolute times depend on the
 machine and its load; the ratio to the baseline measured in the same run is the number to compare.
 
-    python scripts/bench_physics.py              # everything (about 2 minutes on 2 cores)
+    python scripts/bench_physics.py              # everything (a few minutes on 2 cores: the old version alone takes 20-60 s)
     python scripts/bench_physics.py --no-old     # skip the 5c96ee1 baseline
 """
 import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
