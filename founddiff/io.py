@@ -201,6 +201,14 @@ def _j2k_frame_header(b: bytes):
     if nc < 1 or len(b) < i + 42 + nc * 3: return None
     return (b[i + 42] & 0x7F) + 1, Y - Y0, X - X0, nc
 
+def _stream_precision(ds):
+    "Sample precision of a compressed stream (JPEG / JPEG 2000), None for other syntaxes."
+    ts = ds.file_meta.TransferSyntaxUID
+    if not ts.is_compressed or 'JPEG' not in ts.name: return None
+    frame = next(generate_frames(ds.PixelData, number_of_frames=int(_num(ds.get('NumberOfFrames', 1), float) or 1)))
+    fh = _j2k_frame_header(frame) if 'JPEG 2000' in ts.name else _jpeg_frame_header(frame)
+    return fh[0] if fh else None
+
 def _check_header(ds, path):
     "Validate the image header against the pixel data before anything decodes it (a codec may abort on a lie)."
     ts = ds.file_meta.TransferSyntaxUID
@@ -224,6 +232,8 @@ def _check_header(ds, path):
     elif ba not in (8, 16, 32):
         raise CTReadError(f"{path}: BitsAllocated = {ba}; CT pixel data uses 8, 16 or 32 bits")
     if not 1 <= bs <= ba: raise CTReadError(f"{path}: BitsStored = {bs} does not fit BitsAllocated = {ba}")
+    hb = _int_field(ds, 'HighBit', path, bs - 1)
+    if hb != bs - 1: raise CTReadError(f"{path}: HighBit = {hb} but BitsStored = {bs} (HighBit must be BitsStored - 1)")
     n_frames = int(_num(ds.get('NumberOfFrames', 1), float) or 1)
     data = ds.PixelData
     if not isinstance(data, (bytes, bytearray)): raise CTReadError(f"{path}: PixelData is not a byte string")
@@ -237,13 +247,28 @@ def _check_header(ds, path):
             hint = f" (it fits {fits[0]})" if fits else ' (Rows, Columns or BitsAllocated is wrong)'
             raise CTReadError(f"{path}: pixel data holds {len(data)} bytes but Rows = {rows}, Columns = {cols}, "
                               f"BitsAllocated = {ba} needs {need}: the header does not match the pixels{hint}")
+        if bs < ba:   # pydicom masks to BitsStored: values that need more bits would come out silently wrong
+            bo = '>' if ts == pydicom.uid.ExplicitVRBigEndian else '<'
+            raw = np.frombuffer(data, dtype=f'{bo}u{ba // 8}', count=need // (ba // 8)).astype(np.int64)
+            _check_bits_stored(raw, ba, bs, pr, path)
         return
     try: frame = next(generate_frames(data, number_of_frames=n_frames))
     except Exception as e: raise CTReadError(f"{path}: corrupt compressed pixel data ({ts.name}): not a valid encapsulated stream ({e})") from None
     name = ts.name
     if 'JPEG 2000' in name: fh, kind = _j2k_frame_header(frame), 'JPEG 2000 SIZ'
     elif 'JPEG' in name: fh, kind = _jpeg_frame_header(frame), 'JPEG start-of-frame'
-    else: return   # RLE, deflate: decoded by pydicom itself, safely
+    elif 'RLE' in name:
+        from pydicom.pixels.decoders.rle import _rle_parse_header, _rle_decode_segment
+        try:
+            offs = _rle_parse_header(frame[:64]) + [len(frame)]
+            n = len(_rle_decode_segment(frame[offs[0]:offs[1]])) if len(offs) > 1 else 0
+        except Exception as e: raise CTReadError(f"{path}: corrupt compressed pixel data ({name}): {e}") from None
+        if len(offs) - 1 != spp * ba // 8:
+            raise CTReadError(f"{path}: the RLE stream has {len(offs) - 1} segments but BitsAllocated = {ba} needs {spp * ba // 8}: the header or the stream is corrupt")
+        if n != rows * cols and n != rows * cols + 1:
+            raise CTReadError(f"{path}: Rows x Columns = {rows} x {cols} = {rows * cols} but the RLE stream holds {n} pixels: the header or the stream is corrupt")
+        return
+    else: return   # deflate: inflated by pydicom itself
     if fh is None: raise CTReadError(f"{path}: corrupt compressed pixel data ({name}): no valid {kind} header in the stream")
     prec, r, c, nc = fh
     for what, got, want in (('Rows', r, rows), ('Columns', c, cols), ('SamplesPerPixel', nc, spp)):
@@ -252,10 +277,18 @@ def _check_header(ds, path):
     if not 1 <= prec <= ba:
         raise CTReadError(f"{path}: the compressed stream has {prec}-bit samples but BitsAllocated = {ba}: the header or the stream is corrupt")
 
+def _check_bits_stored(raw, ba, bs, pr, path):
+    "Refuse stored values that do not fit BitsStored (unsigned, or signed with zero or sign-extended upper bits)."
+    top = raw >> bs
+    ok = (top == 0) if pr == 0 else ((top == 0) | ((raw >> (bs - 1)) == (1 << (ba - bs + 1)) - 1))
+    if not ok.all():
+        raise CTReadError(f"{path}: {int((~ok).sum())} pixels need more than BitsStored = {bs} bits "
+                          f"(largest stored value {int(raw.max())}); BitsStored is wrong, the image would be corrupted")
+
 def _pixels(ds, path) -> np.ndarray:
     if not any(k in ds for k in ('PixelData', 'FloatPixelData', 'DoubleFloatPixelData')):
-        hint = ' (the file may be truncated)' if 'Rows' in ds else ''
-        raise CTReadError(f"{path}: no pixel data{hint}")
+        hint = 'the file may be truncated' if 'Rows' in ds else 'it is not an image, or the file is truncated'
+        raise CTReadError(f"{path}: no pixel data ({hint})")
     _check_header(ds, path)
     ts = ds.file_meta.TransferSyntaxUID
     if ts.is_compressed:
@@ -265,9 +298,20 @@ def _pixels(ds, path) -> np.ndarray:
         if missing:
             raise MissingCodecError(f"{path}: pixel data is compressed as '{ts.name}' and no installed decoder "
                                     f"can read it; install one: {_codec_hint(ts)}")
+    bs, pr, ba = int(ds.BitsStored), int(ds.get('PixelRepresentation', 0)), int(ds.BitsAllocated)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter('ignore'); arr = ds.pixel_array
+            warnings.simplefilter('ignore')
+            fh = _stream_precision(ds)
+            if ts.is_compressed and exists(fh) and fh > bs:   # decode all the stream's bits, then check BitsStored
+                ds.BitsStored, ds.HighBit, ds.PixelRepresentation = fh, fh - 1, 0
+                raw = ds.pixel_array.astype(np.int64)
+                ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bs, bs - 1, pr
+                _check_bits_stored(raw, fh, bs, pr, path)
+                m = raw & ((1 << bs) - 1)
+                arr = (np.where(m >= 1 << (bs - 1), m - (1 << bs), m) if pr else m).astype(f"{'i' if pr else 'u'}{ba // 8}")
+            else: arr = ds.pixel_array
+    except CTReadError: raise
     except Exception as e:
         what = f"corrupt compressed pixel data ({ts.name})" if ts.is_compressed else "pixel data is incomplete or corrupt, the file may be truncated"
         raise CTReadError(f"{path}: {what}: {type(e).__name__}: {str(e).strip()[:300]}") from None
