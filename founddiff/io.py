@@ -56,6 +56,17 @@ def _num(v, typ=float):
         return typ(v)
     except (TypeError, ValueError): return None
 
+class _Unreadable(str):
+    "The raw text of an element pydicom could not convert (e.g. RescaleSlope 'abc'): never a number."
+
+def _get(ds, kw, default=None):
+    "`ds.get(kw)`, but a value pydicom cannot convert comes back as `_Unreadable` text instead of raising."
+    try: return ds.get(kw, default)
+    except Exception:
+        try: raw = ds.get_item(kw).value
+        except Exception: raw = b'?'
+        return _Unreadable(raw.decode('latin-1', 'replace') if isinstance(raw, bytes) else str(raw))
+
 def _str(v):
     if v is None: return None
     if isinstance(v, (pydicom.multival.MultiValue, list, tuple)): return '\\'.join(str(x).strip() for x in v)
@@ -64,7 +75,7 @@ def _str(v):
 
 def ct_metadata(ds: pydicom.Dataset) -> dict:
     "The metadata a CT user needs from a DICOM dataset, as a flat dict (missing elements are `None`)."
-    g = ds.get
+    g = lambda kw: _get(ds, kw)
     ps = _num(g('PixelSpacing'))
     return dict(
         modality=_str(g('Modality')), manufacturer=_str(g('Manufacturer')), model=_str(g('ManufacturerModelName')),
@@ -164,13 +175,13 @@ def _check_ct(ds, path, allow_non_ct):
         hint = 'the file is truncated or is not an image' if 'PixelData' not in ds else 'not a conformant CT image'
         if allow_non_ct and 'PixelData' in ds: return
         raise CTReadError(f"{path}: has no Modality element ({hint})")
-    mod = ds.get('Modality')
+    mod = _get(ds, 'Modality')
     if mod != 'CT' and not allow_non_ct:
         raise CTReadError(f"{path}: modality is {mod!r}, not 'CT'; its numbers are not Hounsfield units "
                           f"(pass allow_non_ct=True to read it anyway)")
 
 def _int_field(ds, kw, path, default=None):
-    v = ds.get(kw, default)
+    v = _get(ds, kw, default)
     if v is None or v == '': raise CTReadError(f"{path}: {kw} is missing")
     try:
         if isinstance(v, (pydicom.multival.MultiValue, list, tuple, bytes)): raise TypeError
@@ -205,7 +216,7 @@ def _stream_precision(ds):
     "Sample precision of a compressed stream (JPEG / JPEG 2000), None for other syntaxes."
     ts = ds.file_meta.TransferSyntaxUID
     if not ts.is_compressed or 'JPEG' not in ts.name: return None
-    frame = next(generate_frames(ds.PixelData, number_of_frames=int(_num(ds.get('NumberOfFrames', 1), float) or 1)))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=int(_num(_get(ds, 'NumberOfFrames', 1), float) or 1)))
     fh = _j2k_frame_header(frame) if 'JPEG 2000' in ts.name else _jpeg_frame_header(frame)
     return fh[0] if fh else None
 
@@ -219,7 +230,7 @@ def _check_header(ds, path):
         if not 1 <= v <= 65535: raise CTReadError(f"{path}: {kw} = {v} is not a valid image size")
     spp = _int_field(ds, 'SamplesPerPixel', path, 1)
     if spp != 1: raise CTReadError(f"{path}: SamplesPerPixel = {spp}; CT is greyscale (1 sample per pixel)")
-    pi = str(ds.get('PhotometricInterpretation', 'MONOCHROME2')).strip()
+    pi = str(_get(ds, 'PhotometricInterpretation', 'MONOCHROME2')).strip()
     if pi not in ('MONOCHROME1', 'MONOCHROME2'):
         raise CTReadError(f"{path}: PhotometricInterpretation = {pi!r}; CT is greyscale (MONOCHROME2)")
     ba, bs = _int_field(ds, 'BitsAllocated', path), _int_field(ds, 'BitsStored', path, None if 'PixelData' in ds else 0)
@@ -234,7 +245,7 @@ def _check_header(ds, path):
     if not 1 <= bs <= ba: raise CTReadError(f"{path}: BitsStored = {bs} does not fit BitsAllocated = {ba}")
     hb = _int_field(ds, 'HighBit', path, bs - 1)
     if hb != bs - 1: raise CTReadError(f"{path}: HighBit = {hb} but BitsStored = {bs} (HighBit must be BitsStored - 1)")
-    n_frames = int(_num(ds.get('NumberOfFrames', 1), float) or 1)
+    n_frames = int(_num(_get(ds, 'NumberOfFrames', 1), float) or 1)
     data = ds.PixelData
     if not isinstance(data, (bytes, bytearray)): raise CTReadError(f"{path}: PixelData is not a byte string")
     if not ts.is_compressed:
@@ -298,7 +309,7 @@ def _pixels(ds, path) -> np.ndarray:
         if missing:
             raise MissingCodecError(f"{path}: pixel data is compressed as '{ts.name}' and no installed decoder "
                                     f"can read it; install one: {_codec_hint(ts)}")
-    bs, pr, ba = int(ds.BitsStored), int(ds.get('PixelRepresentation', 0)), int(ds.BitsAllocated)
+    bs, pr, ba = int(ds.BitsStored), int(_get(ds, 'PixelRepresentation', 0)), int(ds.BitsAllocated)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -324,8 +335,8 @@ def _rescale(ds, path, missing_rescale):
     "(slope, intercept, how) for the rescale to HU, refusing missing (on CT, unless told), non-finite or absurd values."
     vals = {}
     for kw in ('RescaleSlope', 'RescaleIntercept'):
-        v = ds.get(kw)
-        if v is None or (isinstance(v, str) and not v.strip()): vals[kw] = None; continue
+        v = _get(ds, kw)
+        if v is None or (isinstance(v, str) and not isinstance(v, _Unreadable) and not v.strip()): vals[kw] = None; continue
         x = _num(v)
         if not isinstance(x, float): raise CTReadError(f"{path}: {kw} is not one number ({v!r})")
         if not math.isfinite(x): raise CTReadError(f"{path}: {kw} is {x} (not finite)")
@@ -334,7 +345,7 @@ def _rescale(ds, path, missing_rescale):
     how = 'header'
     if slope is None or inter is None:
         miss = ' and '.join(k for k, v in vals.items() if v is None)
-        if ds.get('Modality') != 'CT': slope, inter, how = default(slope, 1.0), default(inter, 0.0), 'identity (not CT)'
+        if _get(ds, 'Modality') != 'CT': slope, inter, how = default(slope, 1.0), default(inter, 0.0), 'identity (not CT)'
         elif missing_rescale == 'error':
             raise CTReadError(f"{path}: {miss} missing, so the stored numbers cannot be turned into HU safely; pass "
                               f"missing_rescale='assume-hu' (stored values are HU) or missing_rescale='raw-minus-1024' "
@@ -349,9 +360,9 @@ def _to_hu(ds, arr, hu_floor, path='', missing_rescale='error'):
     slope, inter, how = _rescale(ds, path, missing_rescale)
     hu = arr.astype(np.float64) * slope + inter
     n_low = 0
-    pad = ds.get('PixelPaddingValue')
+    pad = _get(ds, 'PixelPaddingValue')
     if pad is not None:  # padding is a stored value (before rescale); limit makes it a range
-        lim = ds.get('PixelPaddingRangeLimit', pad)
+        lim = _get(ds, 'PixelPaddingRangeLimit', pad)
         p, l = _num(pad, int), _num(lim, int)
         if not isinstance(p, int) or not isinstance(l, int): raise CTReadError(f"{path}: PixelPaddingValue / PixelPaddingRangeLimit is not one integer ({pad!r}, {lim!r})")
         lo, hi = min(p, l), max(p, l)
@@ -373,16 +384,16 @@ def read_dicom(path, *, allow_non_ct: bool = False, hu_floor: float | None = HU_
     _check_read_args(allow_non_ct, hu_floor, missing_rescale)
     ds = _dcmread(path)
     _check_ct(ds, path, allow_non_ct)
-    n_frames = _num(ds.get('NumberOfFrames', 1), float)
+    n_frames = _num(_get(ds, 'NumberOfFrames', 1), float)
     if not isinstance(n_frames, float) or not math.isfinite(n_frames) or n_frames < 1 or n_frames != int(n_frames):
-        raise CTReadError(f"{path}: NumberOfFrames is not a positive integer ({ds.get('NumberOfFrames')!r})")
+        raise CTReadError(f"{path}: NumberOfFrames is not a positive integer ({_get(ds, 'NumberOfFrames')!r})")
     if n_frames > 1:
         raise CTReadError(f"{path}: multi-frame image with {int(n_frames)} frames where one slice was expected "
                           f"(read the frames with pydicom, or use read_series on a folder of single slices)")
     arr = _pixels(ds, path)
     if arr.ndim != 2:
         raise CTReadError(f"{path}: expected a 2-D greyscale slice, got pixel array of shape {arr.shape} "
-                          f"({ds.get('PhotometricInterpretation')})")
+                          f"({_get(ds, 'PhotometricInterpretation')})")
     hu, n_low, how = _to_hu(ds, arr, hu_floor, path, missing_rescale)
     meta = ct_metadata(ds) | dict(path=str(path), n_below_floor=n_low, hu_floor=hu_floor, rescale=how)
     return CTImage(hu, meta)
@@ -439,10 +450,10 @@ def write_dicom(hu, reference, path, *,
     _check_out_file(path)
     if path.exists() and not overwrite: raise FileExistsError(f"write_dicom: {path} exists (pass overwrite=True to replace it)")
     ref = src or 'reference'
-    mod = ds.get('Modality')
+    mod = _get(ds, 'Modality')
     if mod != 'CT' and not allow_non_ct:
         raise ValueError(f"reference {ref}: modality is {mod!r}, not 'CT' (pass allow_non_ct=True to write a derived image anyway)")
-    shape = (_num(ds.get('Rows'), int), _num(ds.get('Columns'), int))
+    shape = (_num(_get(ds, 'Rows'), int), _num(_get(ds, 'Columns'), int))
     if shape != hu.shape:
         raise ValueError(f"write_dicom: image shape {hu.shape} differs from the reference's {shape} (Rows, Columns of {ref})")
     intercept = -1024.0
@@ -450,7 +461,7 @@ def write_dicom(hu, reference, path, *,
     if stored.min() < -32768 or stored.max() > 32767:
         raise ValueError(f"hu: range [{hu.min():.0f}, {hu.max():.0f}] HU does not fit 16-bit storage "
                          f"(with intercept -1024 it must lie in [-31744, 33791])")
-    old_sop, old_class = ds.get('SOPInstanceUID'), ds.get('SOPClassUID', pydicom.uid.CTImageStorage)
+    old_sop, old_class = _get(ds, 'SOPInstanceUID'), _get(ds, 'SOPClassUID', pydicom.uid.CTImageStorage)
     for kw in ('PixelPaddingValue', 'PixelPaddingRangeLimit', 'SmallestImagePixelValue', 'LargestImagePixelValue',
                'LossyImageCompression', 'LossyImageCompressionRatio', 'LossyImageCompressionMethod'):
         if kw in ds: delattr(ds, kw)
@@ -464,8 +475,8 @@ def write_dicom(hu, reference, path, *,
     # identity of the new image
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.SeriesNumber = series_number if exists(series_number) else int(_num(ds.get('SeriesNumber', 0), int) or 0) + 1000
-    it = ds.get('ImageType', ['ORIGINAL', 'PRIMARY', 'AXIAL'])
+    ds.SeriesNumber = series_number if exists(series_number) else int(_num(_get(ds, 'SeriesNumber', 0), int) or 0) + 1000
+    it = _get(ds, 'ImageType', ['ORIGINAL', 'PRIMARY', 'AXIAL'])
     it = [it] if isinstance(it, str) else list(it)
     ds.ImageType = ['DERIVED', 'SECONDARY'] + [str(x) for x in it[2:]]
     ds.SeriesDescription = description[:64]
@@ -493,7 +504,7 @@ def _series_files(folder: Path):
 
 def _vector(ds, kw, n, p):
     "A finite float vector of length `n` from element `kw`, None if absent; CTReadError naming file and field otherwise."
-    v = ds.get(kw)
+    v = _get(ds, kw)
     if v is None or v == '': return None
     x = _num(v)
     if not isinstance(x, list) or len(x) != n or not all(math.isfinite(t) for t in x):
@@ -518,19 +529,19 @@ def read_series(folder, *, series_uid: str | None = None, allow_non_ct: bool = F
         try: ds = _dcmread(p, stop_before_pixels=True)
         except _NotDicomError: other.append(p.name); continue
         except CTReadError as e: damaged(p, e); continue
-        if ds.get('Modality') != 'CT' and not allow_non_ct: other.append(p.name); continue
+        if _get(ds, 'Modality') != 'CT' and not allow_non_ct: other.append(p.name); continue
         heads.append((p, ds))
     if not heads:
         raise CTReadError(f"{folder}: no CT DICOM files found ({len(other)} other files, {len(bad)} damaged ones skipped)")
     uids = {}
-    for p, ds in heads: uids.setdefault(ds.get('SeriesInstanceUID'), []).append((p, ds))
+    for p, ds in heads: uids.setdefault(_get(ds, 'SeriesInstanceUID'), []).append((p, ds))
     if exists(series_uid):
         if series_uid not in uids: raise CTReadError(f"{folder}: no series {series_uid}; found {sorted(map(str, uids))}")
         heads = uids[series_uid]
     elif len(uids) > 1:
         desc = ', '.join(f"{u} ({len(v)} slices, '{v[0][1].get('SeriesDescription', '')}')" for u, v in uids.items())
         raise CTReadError(f"{folder}: mixed series ({len(uids)} SeriesInstanceUIDs: {desc}); pass series_uid= to pick one")
-    shapes = {(_num(ds.get('Rows'), int), _num(ds.get('Columns'), int)) for _, ds in heads}
+    shapes = {(_num(_get(ds, 'Rows'), int), _num(_get(ds, 'Columns'), int)) for _, ds in heads}
     if len(shapes) > 1: raise CTReadError(f"{folder}: slices of different sizes {sorted(shapes, key=str)} in one series")
     oris = set()
     for p, ds in heads:
@@ -547,7 +558,7 @@ def read_series(folder, *, series_uid: str | None = None, allow_non_ct: bool = F
     for p, ds in heads:
         pos = _vector(ds, 'ImagePositionPatient', 3, p)
         if pos: keys.append(float(np.dot(normal, pos))); src.add('ImagePositionPatient'); continue
-        inst = _num(ds.get('InstanceNumber'), int)
+        inst = _num(_get(ds, 'InstanceNumber'), int)
         if not isinstance(inst, int): raise CTReadError(f"{p}: has neither ImagePositionPatient nor InstanceNumber; cannot place it in the series")
         keys.append(float(inst)); src.add('InstanceNumber')
     if len(src) > 1: raise CTReadError(f"{folder}: some slices have ImagePositionPatient and some only InstanceNumber; cannot order them")
@@ -602,7 +613,7 @@ def _pair_dicom(low_dir: Path, full_dir: Path, dose, region, patient):
         keys = []
         for p in fs:
             ds = _dcmread(p, stop_before_pixels=True)
-            pos, inst = _vector(ds, 'ImagePositionPatient', 3, p), _num(ds.get('InstanceNumber'), int)
+            pos, inst = _vector(ds, 'ImagePositionPatient', 3, p), _num(_get(ds, 'InstanceNumber'), int)
             if not pos and not isinstance(inst, int): raise CTReadError(f"{p}: has neither ImagePositionPatient nor InstanceNumber; cannot pair it")
             keys.append((pos[2] if pos else float(inst), p))
         keys.sort(key=lambda t: (t[0], t[1].name))
