@@ -235,12 +235,18 @@ def atomic_write(path, mode: str = 'wb'):
         if q.exists():
             if not q.is_dir(): raise NotADirectoryError(f"{path}: {q} is a file, not a folder")
             break
+    new_dirs = [q for q in path.parents if not q.exists()]   # folders this call creates (removed again on failure)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
     try:
-        with os.fdopen(fd, mode) as f: yield f
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+        try:
+            with os.fdopen(fd, mode) as f: yield f
+            os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600 files; give the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+            raise
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        for q in new_dirs:                     # deepest first; only if still empty
+            with contextlib.suppress(OSError): q.rmdir()
         raise

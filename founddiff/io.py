@@ -414,7 +414,7 @@ def _load_reference(reference) -> tuple[pydicom.Dataset, Path | None]:
         if not p: raise ValueError("reference: this CTImage has no source path in .meta['path'] to copy the header from")
         reference = p
     p = check_path(reference, 'reference')
-    return _dcmread(p, stop_before_pixels=True), p
+    return _dcmread(p), p   # read whole, so a truncated reference is refused as such
 
 def _check_out_file(path: Path, name='path'):
     "An output file path: not a folder, no existing file in the way of its folders."
@@ -450,9 +450,7 @@ def write_dicom(hu, reference, path, *,
     _check_out_file(path)
     if path.exists() and not overwrite: raise FileExistsError(f"write_dicom: {path} exists (pass overwrite=True to replace it)")
     ref = src or 'reference'
-    mod = _get(ds, 'Modality')
-    if mod != 'CT' and not allow_non_ct:
-        raise ValueError(f"reference {ref}: modality is {mod!r}, not 'CT' (pass allow_non_ct=True to write a derived image anyway)")
+    _check_ct(ds, f"reference {ref}", allow_non_ct)   # a CTReadError (a ValueError); a truncated header says so
     shape = (_num(_get(ds, 'Rows'), int), _num(_get(ds, 'Columns'), int))
     if shape != hu.shape:
         raise ValueError(f"write_dicom: image shape {hu.shape} differs from the reference's {shape} (Rows, Columns of {ref})")
