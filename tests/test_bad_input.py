@@ -5,7 +5,7 @@ the exception type, that the message names the file or the argument, that every 
 copied before) is unchanged, and that nothing was left behind (no partial output, no temporary file). Cases that
 once killed the interpreter (a codec abort) or hung it (a named pipe) run in a subprocess with a timeout.
 """
-import hashlib, io, os, shutil, stat, subprocess, sys, textwrap
+import hashlib, os, shutil, stat, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np
 import pydicom
@@ -22,6 +22,8 @@ from founddiff.io import (read_dicom, read_series, read_slice, read_npy, write_d
                           MissingCodecError)
 from founddiff.phantoms import phantom, rasterize, add_texture, Ellipse
 from founddiff.cli import main
+
+pytestmark = pytest.mark.filterwarnings('ignore::UserWarning:pydicom')   # the damaged files make pydicom grumble
 
 SMALL, HEAD = sample_path('CT_small.dcm'), sample_path('693_UNCI.dcm')
 JLL = Path(get_testdata_file('bad_sequence.dcm'))   # a real CT slice compressed as JPEG Lossless (decoded by gdcm)
@@ -181,7 +183,6 @@ READ_CASES = [  # (kind, words the message must hold besides the file name)
 ]
 
 
-@pytest.mark.filterwarnings('ignore')
 @pytest.mark.parametrize('kind,words', READ_CASES, ids=[k for k, _ in READ_CASES])
 def test_read_dicom_damaged(tmp_path, kind, words):
     p = _make(tmp_path, kind)
@@ -216,50 +217,56 @@ def test_missing_file_and_folder(tmp_path):
 
 
 # ---------------------------------------------------------------- cases that killed or hung the interpreter
-def _in_subprocess(code, timeout=90):
-    r = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, f"interpreter died or failed (status {r.returncode}): {r.stderr[-800:]}"
-    return r.stdout
+# They run in one child interpreter (importing torch once costs seconds), one case at a time with the result
+# flushed after each, so an abort or a hang fails exactly the case that caused it (and those after it).
+ISOLATED = [('jll_ba32', 'read_dicom', 'BitsAllocated'), ('jll_ba64', 'read_dicom', 'BitsAllocated'),
+            ('j2k_rgb', 'read_dicom', 'PhotometricInterpretation'), ('pipe.dcm', 'read_dicom', 'named pipe'),
+            ('pipe.npy', 'read_slice', 'named pipe'), ('pipe.npy', 'read_npy', 'named pipe'), ('series_pipe', 'read_series', ''),
+            ('/dev/zero', 'read_dicom', 'is a device'), ('/dev/zero', 'read_npy', 'is a device')]
 
 
-@pytest.mark.parametrize('kind,words', [('jll_ba32', 'BitsAllocated'), ('jll_ba64', 'BitsAllocated'),
-                                        ('j2k_rgb', 'PhotometricInterpretation')])
-def test_codec_abort_cases_refused_before_decoding(tmp_path, kind, words):
-    p = _make(tmp_path, kind); h = _tree(tmp_path)
-    out = _in_subprocess(f"""
-        from founddiff.io import read_dicom, CTReadError
-        try: read_dicom({str(p)!r}); print('NO ERROR')
-        except CTReadError as e: print('REFUSED', e)
+@pytest.fixture(scope='module')
+def isolated(tmp_path_factory):
+    "Build every isolated case, run them all in a child interpreter (90 s limit); {case: (printed line, files before)}."
+    t = tmp_path_factory.mktemp('isolated'); paths = {}
+    for kind, _, _ in ISOLATED:
+        if kind.startswith('pipe'):
+            if hasattr(os, 'mkfifo') and not (t / kind).exists(): os.mkfifo(t / kind)
+            paths[kind] = t / kind
+        elif kind == 'series_pipe':
+            d = t / 'ser'; d.mkdir(); shutil.copy(SMALL, d / 'a.dcm')
+            if hasattr(os, 'mkfifo'): os.mkfifo(d / 'b.dcm')
+            paths[kind] = d
+        elif kind.startswith('/dev/'): paths[kind] = Path(kind)
+        else: paths[kind] = _make(t, kind)
+    before = _tree(t)
+    code = textwrap.dedent("""
+        import sys
+        from founddiff import io
+        for i, (p, fn) in enumerate(zip(sys.argv[1::2], sys.argv[2::2])):
+            try: r = getattr(io, fn)(p); print(i, 'READ', getattr(r, 'shape', None), flush=True)
+            except io.CTReadError as e: print(i, 'REFUSED', ' '.join(str(e).split()), flush=True)
     """)
-    assert out.startswith('REFUSED') and str(p) in out and words in out, out
-    assert _tree(tmp_path) == h
+    args = [x for kind, fn, _ in ISOLATED for x in (str(paths[kind]), fn)]
+    try:
+        r = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=90)
+        out, err = r.stdout, f"status {r.returncode}: {r.stderr[-600:]}"
+    except subprocess.TimeoutExpired as e:
+        out, err = (e.stdout or b'').decode() if isinstance(e.stdout, bytes) else (e.stdout or ''), 'TIMEOUT (hang)'
+    lines = {int(l.split(' ', 1)[0]): l.split(' ', 1)[1] for l in out.splitlines() if l.split(' ', 1)[0].isdigit()}
+    return dict(lines=lines, err=err, paths=paths, before=before, root=t)
 
 
-@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no named pipes on this system')
-@pytest.mark.parametrize('name,reader', [('pipe.dcm', 'read_dicom'), ('pipe.npy', 'read_slice'), ('pipe.npy', 'read_npy')])
-def test_named_pipe_refused_without_hanging(tmp_path, name, reader):
-    p = tmp_path / name; os.mkfifo(p)
-    out = _in_subprocess(f"""
-        from founddiff.io import {reader}, CTReadError
-        try: {reader}({str(p)!r}); print('NO ERROR')
-        except CTReadError as e: print('REFUSED', e)
-    """, timeout=60)
-    assert out.startswith('REFUSED') and str(p) in out and 'pipe' in out, out
-
-
-@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no named pipes on this system')
-def test_named_pipe_in_a_series_folder(tmp_path):
-    d = tmp_path / 's'; d.mkdir(); shutil.copy(SMALL, d / 'a.dcm'); os.mkfifo(d / 'b.dcm')
-    out = _in_subprocess(f"""
-        from founddiff.io import read_series
-        v = read_series({str(d)!r}); print('SHAPE', v.hu.shape)
-    """, timeout=60)
-    assert 'SHAPE (1, 128, 128)' in out   # the pipe is not a file: never opened, never a slice
-
-
-def test_device_file_refused():
-    if not Path('/dev/zero').exists(): pytest.skip('no /dev/zero')
-    with pytest.raises(CTReadError, match='/dev/zero: is a device'): read_dicom('/dev/zero')
+@pytest.mark.parametrize('i', range(len(ISOLATED)), ids=[f"{k}-{f}" for k, f, _ in ISOLATED])
+def test_abort_and_hang_cases_isolated(isolated, i):
+    kind, fn, words = ISOLATED[i]
+    if 'pipe' in kind and not hasattr(os, 'mkfifo'): pytest.skip('no named pipes on this system')
+    if kind.startswith('/dev/') and not Path(kind).exists(): pytest.skip(f'no {kind} here')
+    line = isolated['lines'].get(i)
+    assert line is not None, f"the child interpreter died or hung at or before this case: {isolated['err']}"
+    if kind == 'series_pipe': assert line == 'READ (1, 128, 128)', line   # the pipe is never opened, never a slice
+    else: assert line.startswith('REFUSED') and str(isolated['paths'][kind]) in line and words in line, line
+    assert _tree(isolated['root']) == isolated['before']
 
 
 # ---------------------------------------------------------------- read_series
