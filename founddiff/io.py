@@ -396,6 +396,13 @@ def read_dicom(path, *, allow_non_ct: bool = False, hu_floor: float | None = HU_
                           f"({_get(ds, 'PhotometricInterpretation')})")
     hu, n_low, how = _to_hu(ds, arr, hu_floor, path, missing_rescale)
     meta = ct_metadata(ds) | dict(path=str(path), n_below_floor=n_low, hu_floor=hu_floor, rescale=how)
+    ps = _get(ds, 'PixelSpacing')
+    if ps is not None and ps != '':   # the physics uses it: a present but impossible spacing is an error, not a guess
+        v = _num(ps)
+        if not isinstance(v, list) or len(v) != 2 or not all(math.isfinite(x) and 0 < x < 100 for x in v):
+            raise CTReadError(f"{path}: PixelSpacing {ps!r} is not two positive sizes in mm")
+    t = meta.get('slice_thickness')
+    if not (isinstance(t, float) and math.isfinite(t) and t > 0): meta['slice_thickness'] = None
     return CTImage(hu, meta)
 
 # %% ../nbs/01_io.ipynb #d43d5e36
