@@ -227,7 +227,8 @@ def _check_header(ds, path):
         raise CTReadError(f"{path}: unknown transfer syntax {str(ts)!r} (TransferSyntaxUID); cannot interpret its pixel data")
     rows, cols = _int_field(ds, 'Rows', path), _int_field(ds, 'Columns', path)
     for kw, v in (('Rows', rows), ('Columns', cols)):
-        if not 1 <= v <= 65535: raise CTReadError(f"{path}: {kw} = {v} is not a valid image size")
+        if not 1 <= v <= 16384: raise CTReadError(f"{path}: {kw} = {v} is not a valid CT image size (1 to 16384)")
+    if rows * cols > 2**26: raise CTReadError(f"{path}: Rows x Columns = {rows} x {cols} is too large for one CT slice")
     spp = _int_field(ds, 'SamplesPerPixel', path, 1)
     if spp != 1: raise CTReadError(f"{path}: SamplesPerPixel = {spp}; CT is greyscale (1 sample per pixel)")
     pi = str(_get(ds, 'PhotometricInterpretation', 'MONOCHROME2')).strip()
@@ -446,6 +447,8 @@ def write_dicom(hu, reference, path, *,
     if hu.ndim != 2 or hu.size == 0: raise ValueError(f"hu: expected one slice (H, W), non-empty, got shape {hu.shape}")
     check_finite(hu, 'hu')
     if not isinstance(description, str): raise TypeError(f"description must be a string, got {type(description).__name__}")
+    if '\\' in description or any(ord(ch) < 32 for ch in description):
+        raise ValueError(f"description must not hold backslashes (DICOM's value separator) or control characters, got {description!r}")
     if exists(series_uid): _check_uid(series_uid, 'series_uid')
     if exists(series_number): series_number = check_number(series_number, 'series_number', lo=0, hi=2**31 - 1, integer=True)
     for nm, v in (('overwrite', overwrite), ('allow_non_ct', allow_non_ct)):
@@ -484,6 +487,7 @@ def write_dicom(hu, reference, path, *,
     it = _get(ds, 'ImageType', ['ORIGINAL', 'PRIMARY', 'AXIAL'])
     it = [it] if isinstance(it, str) else list(it)
     ds.ImageType = ['DERIVED', 'SECONDARY'] + [str(x) for x in it[2:]]
+    if not description.isascii(): ds.SpecificCharacterSet = 'ISO_IR 192'   # UTF-8, so the text survives as written
     ds.SeriesDescription = description[:64]
     ds.DerivationDescription = description[:1024]
     now = datetime.datetime.now()

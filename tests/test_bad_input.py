@@ -112,6 +112,7 @@ def _make(tmp, kind):
     if kind == 'rows_minus': return _save(_edit(SMALL, Rows=127), p)
     if kind == 'cols_minus': return _save(_edit(SMALL, Columns=127), p)   # was a sheared image
     if kind == 'rows_zero': return _save(_edit(SMALL, Rows=0), p)
+    if kind == 'rows_huge': return _save(_edit(SMALL, Rows=60000, Columns=60000), p)
     if kind == 'rows_missing': return _save(_edit(SMALL, Rows=None), p)
     if kind == 'ba_missing': return _save(_edit(SMALL, BitsAllocated=None), p)
     if kind == 'ba8': return _save(_edit(SMALL, BitsAllocated=8, BitsStored=8, HighBit=7), p)   # was HU in [-128, 127]
@@ -168,7 +169,7 @@ READ_CASES = [  # (kind, words the message must hold besides the file name)
     ('trunc_before_modality', 'truncated'), ('trunc_element_header', 'truncated'), ('trunc_pixel_header', 'truncated'),
     ('trunc_pixels_early', 'truncated'), ('trunc_pixels_late', 'truncated'), ('trunc_last_byte', 'truncated'),
     ('jtrunc_pixels_early', 'truncated'), ('jtrunc_pixels_late', 'truncated'),
-    ('rows_plus', 'Rows'), ('rows_minus', 'Rows'), ('cols_minus', 'Columns'), ('rows_zero', 'Rows'),
+    ('rows_plus', 'Rows'), ('rows_minus', 'Rows'), ('cols_minus', 'Columns'), ('rows_zero', 'Rows'), ('rows_huge', 'Rows'),
     ('rows_missing', 'Rows'), ('ba_missing', 'BitsAllocated'), ('ba8', 'BitsAllocated'), ('ba32', 'BitsAllocated'),
     ('ba12', 'BitsAllocated'), ('bs8', 'BitsStored'), ('bs24', 'BitsStored'), ('highbit', 'HighBit'),
     ('spp3', 'SamplesPerPixel'), ('rgb', 'PhotometricInterpretation'), ('pixrep2', 'PixelRepresentation'),
@@ -429,6 +430,8 @@ def test_write_dicom_refuses_values(tmp_path, ref, kind, exc, words):
     (None, dict(series_uid='1.' * 40 + '1'), ValueError, 'series_uid'), (None, dict(series_uid=123), TypeError, 'series_uid'),
     (None, dict(series_number=-1), ValueError, 'series_number'), (None, dict(series_number=1.5), TypeError, 'series_number'),
     (None, dict(description=None), TypeError, 'description'), (None, dict(overwrite='yes'), TypeError, 'overwrite'),
+    (None, dict(description='a\\b'), ValueError, 'description'), (None, dict(description='x\x00y'), ValueError, 'description'),
+    (None, dict(allow_non_ct=1), TypeError, 'allow_non_ct'),
     ('mr', {}, ValueError, "modality is 'MR'"), ('notdicom', {}, CTReadError, 'not a DICOM file'),
     ('missing', {}, CTReadError, 'no such file'), ('truncated', {}, CTReadError, 'truncated'),
 ])

@@ -298,3 +298,10 @@ def test_mayo2016_npy_quarter_chest(tmp_path):
         (tmp_path / 'C001' / d).mkdir(parents=True)
         for n in ('lung_000.npy', 'lung_001.npy'): np.save(tmp_path / 'C001' / d / n, np.zeros((4, 4)))
     assert {p.dose for p in find_pairs(tmp_path)} == {0.10}
+
+
+def test_write_unicode_description_survives(tmp_path):
+    out = write_dicom(read_dicom(SMALL).hu, SMALL, tmp_path / 'u.dcm', description='débruité, 低剂量')
+    ds = pydicom.dcmread(out)
+    assert ds.SeriesDescription == 'débruité, 低剂量' and ds.SpecificCharacterSet == 'ISO_IR 192'
+    assert str(ds.PatientName) == str(pydicom.dcmread(SMALL).PatientName)
