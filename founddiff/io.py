@@ -36,6 +36,7 @@ _CODEC_HINTS = {
     'JPEG 2000': 'pip install pylibjpeg pylibjpeg-openjpeg   (or: pip install python-gdcm)',
     'JPEG-LS': 'pip install python-gdcm   (or: pip install pyjpegls)',
     'JPEG Lossless': 'pip install python-gdcm   (or, GPLv3: pip install pylibjpeg pylibjpeg-libjpeg)',
+    'JPEG Extended': 'pip install pylibjpeg pylibjpeg-libjpeg   (GPLv3; the 12-bit JPEG that GDCM and Pillow do not decode)',
     'JPEG': 'pip install python-gdcm   (or: pip install pylibjpeg pylibjpeg-libjpeg)',
     'RLE': 'pip install pylibjpeg pylibjpeg-rle   (pydicom also decodes RLE with numpy alone)',
     'Deflate': 'pydicom decodes deflated files itself; reinstall pydicom',
@@ -167,6 +168,16 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> pydicom.Dataset
                                      f"{'; only ' + str(size) + ' bytes, it may be truncated' if size < 132 else ''})") from None
         except Exception as e:   # struct.error, EOFError, BytesLengthException, ... from a file cut inside an element
             raise CTReadError(f"{path}: unreadable or truncated DICOM file ({type(e).__name__}: {e})") from None
+        fm = getattr(ds, 'file_meta', None)
+        if fm is None or 'TransferSyntaxUID' not in fm:   # pydicom guessed the encoding; name it so checks can run
+            implicit, little = getattr(ds, 'original_encoding', (None, None))
+            if fm is None: ds.file_meta = fm = pydicom.dataset.FileMetaDataset()
+            fm.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                    pydicom.uid.ExplicitVRLittleEndian if little is not False else pydicom.uid.ExplicitVRBigEndian)
+            pd = ds.get_item('PixelData') if 'PixelData' in ds else None
+            raw = getattr(pd, 'value', None)
+            if isinstance(raw, bytes) and raw[:4] == b'\xfe\xff\x00\xe0' or getattr(pd, 'length', 0) == 0xFFFFFFFF:
+                raise CTReadError(f"{path}: the file meta has no TransferSyntaxUID and the pixel data is compressed; cannot tell how to decode it")
         if not stop_before_pixels: _check_complete(ds, path, size)
     return ds
 
@@ -239,7 +250,8 @@ def _check_header(ds, path):
     if 'PixelData' not in ds: return   # FloatPixelData / DoubleFloatPixelData: checked by length below via pydicom
     if pr not in (0, 1): raise CTReadError(f"{path}: PixelRepresentation = {pr}; must be 0 (unsigned) or 1 (signed)")
     if ts.is_compressed:
-        if ba not in (8, 16):   # the JPEG codecs abort the interpreter on e.g. 32 bits allocated: refuse first
+        ok = (8, 16, 32) if ts == pydicom.uid.RLELossless else (8, 16)   # RLE: pydicom's own decoder, safe at 32
+        if ba not in ok:   # the JPEG codecs abort the interpreter on e.g. 32 bits allocated: refuse first
             raise CTReadError(f"{path}: BitsAllocated = {ba} with compressed pixel data ({ts.name}); CT uses 8 or 16")
     elif ba not in (8, 16, 32):
         raise CTReadError(f"{path}: BitsAllocated = {ba}; CT pixel data uses 8, 16 or 32 bits")
@@ -325,6 +337,10 @@ def _pixels(ds, path) -> np.ndarray:
             else: arr = ds.pixel_array
     except CTReadError: raise
     except Exception as e:
+        plugins = [l for l in str(e).splitlines()[1:] if l.strip()]
+        if ts.is_compressed and plugins and all('support' in l for l in plugins):   # valid stream, no capable decoder
+            raise MissingCodecError(f"{path}: no installed decoder supports this '{ts.name}' pixel data "
+                                    f"({plugins[0].strip()}); install one: {_codec_hint(ts)}") from None
         what = f"corrupt compressed pixel data ({ts.name})" if ts.is_compressed else "pixel data is incomplete or corrupt, the file may be truncated"
         raise CTReadError(f"{path}: {what}: {type(e).__name__}: {str(e).strip()[:300]}") from None
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -401,7 +417,8 @@ def read_dicom(path, *, allow_non_ct: bool = False, hu_floor: float | None = HU_
     if ps is not None and ps != '':   # the physics uses it: a present but impossible spacing is an error, not a guess
         v = _num(ps)
         if not isinstance(v, list) or len(v) != 2 or not all(math.isfinite(x) and 0 < x < 100 for x in v):
-            raise CTReadError(f"{path}: PixelSpacing {ps!r} is not two positive sizes in mm")
+            if _get(ds, 'Modality') == 'CT': raise CTReadError(f"{path}: PixelSpacing {ps!r} is not two positive sizes in mm")
+            meta['pixel_spacing'] = None   # not CT (read on request): an impossible spacing is dropped
     t = meta.get('slice_thickness')
     if not (isinstance(t, float) and math.isfinite(t) and t > 0): meta['slice_thickness'] = None
     return CTImage(hu, meta)

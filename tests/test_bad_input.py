@@ -5,7 +5,7 @@ the exception type, that the message names the file or the argument, that every 
 copied before) is unchanged, and that nothing was left behind (no partial output, no temporary file). Cases that
 once killed the interpreter (a codec abort) or hung it (a named pipe) run in a subprocess with a timeout.
 """
-import hashlib, os, shutil, stat, subprocess, sys, textwrap
+import hashlib, io, os, shutil, stat, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np
 import pydicom
@@ -138,6 +138,14 @@ def _make(tmp, kind):
         ds = pydicom.dcmread(SMALL); ds.NumberOfFrames = 2; ds.PixelData = ds.PixelData * 2; return _save(ds, p)
     if kind == 'unknown_ts':
         ds = pydicom.dcmread(SMALL); ds.file_meta.TransferSyntaxUID = '1.2.3.4.5'; return _save(ds, p)
+    if kind == 'no_tsyntax_compressed':
+        ds = pydicom.dcmread(JLL); p.write_bytes(b''); fp = io.BytesIO()
+        pydicom.filewriter.dcmwrite(fp, ds, enforce_file_format=False)   # then drop (0002,0010) from the meta bytes
+        b = fp.getvalue(); i = b.find(b'\x02\x00\x10\x00'); n = int.from_bytes(b[i + 6:i + 8], 'little')
+        meta_len_at = b.find(b'\x02\x00\x00\x00') + 8
+        ml = int.from_bytes(b[meta_len_at:meta_len_at + 4], 'little') - (8 + n)
+        b = b[:meta_len_at] + ml.to_bytes(4, 'little') + b[meta_len_at + 4:i] + b[i + 8 + n:]
+        p.write_bytes(b); return p
     if kind == 'pad_garbage':
         ds = pydicom.dcmread(SMALL); ds['PixelPaddingValue'] = DataElement(0x00280120, 'SS', [1, 2]); return _save(ds, p)
     if kind == 'jll_ba32': return _save(_edit(JLL, BitsAllocated=32), p)        # gdcm aborted the interpreter
@@ -178,7 +186,7 @@ READ_CASES = [  # (kind, words the message must hold besides the file name)
     ('slope_neg', 'RescaleSlope'), ('slope_abc', 'RescaleSlope'), ('inter_1e36', 'RescaleIntercept'),
     ('inter_nan', 'RescaleIntercept'), ('mr', "modality is 'MR'"), ('no_modality', 'Modality'),
     ('no_pixels', 'no pixel data'), ('frames0', 'NumberOfFrames'), ('multiframe', 'multi-frame'),
-    ('unknown_ts', 'transfer syntax'), ('pad_garbage', 'PixelPaddingValue'),
+    ('unknown_ts', 'transfer syntax'), ('no_tsyntax_compressed', 'TransferSyntaxUID'), ('pad_garbage', 'PixelPaddingValue'),
     ('jll_rows', 'Rows'), ('jll_bs8', 'BitsStored'), ('jll_corrupt', 'corrupt'), ('j2k_corrupt', 'corrupt'),
     ('rle_corrupt', 'corrupt'), ('jll_nosof', 'corrupt'), ('rle_cols', 'Columns'), ('encaps_garbage', 'corrupt'),
 ]
@@ -602,3 +610,10 @@ def test_cli_subprocess_pipe_input(tmp_path):
     r = subprocess.run(cmd + ['demo', '--input', str(p), '--out', str(tmp_path / 'o')], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'named pipe' in r.stderr and str(p) in r.stderr, r.stderr
     assert not (tmp_path / 'o').exists()
+
+
+def test_valid_stream_without_a_capable_decoder_is_missing_codec_not_corrupt(tmp_path):
+    "12-bit JPEG Extended: GDCM and Pillow decline it; that is a missing codec (naming what to install), not damage."
+    p = tmp_path / 'ext.dcm'; shutil.copy(get_testdata_file('JPGExtended.dcm'), p)
+    try: read_dicom(p, allow_non_ct=True); pytest.skip('a 12-bit JPEG decoder is installed here')
+    except MissingCodecError as e: assert str(p) in str(e) and 'pylibjpeg-libjpeg' in str(e) and 'corrupt' not in str(e)
