@@ -160,10 +160,7 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> pydicom.Dataset
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore'); ds = pydicom.dcmread(f, force=True, stop_before_pixels=stop_before_pixels)
             except Exception: ds = None
-            if ds is not None and 'SOPClassUID' in ds and ('Rows' in ds or 'Modality' in ds):
-                if not hasattr(ds, 'file_meta') or 'TransferSyntaxUID' not in ds.file_meta:
-                    ds.file_meta = pydicom.dataset.FileMetaDataset(); ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-            else:
+            if ds is None or 'SOPClassUID' not in ds or not ('Rows' in ds or 'Modality' in ds):
                 raise _NotDicomError(f"{path}: not a DICOM file (no 'DICM' header and no readable DICOM elements"
                                      f"{'; only ' + str(size) + ' bytes, it may be truncated' if size < 132 else ''})") from None
         except Exception as e:   # struct.error, EOFError, BytesLengthException, ... from a file cut inside an element
