@@ -211,7 +211,10 @@ def to_numpy(x) -> np.ndarray:
 def show_ct(hu, window='abdomen', ax=None, title: str | None = None, colorbar: bool = False, figsize=(3, 3), **kwargs):
     "Show a CT slice given in HU through `window` (a name in `WINDOWS`, a `Window` or `(width, level)`)."
     import matplotlib.pyplot as plt
-    img = to_numpy(hu).astype(np.float32)
+    a = to_numpy(hu)
+    if a.dtype == bool or np.iscomplexobj(a) or not np.issubdtype(a.dtype, np.number):
+        raise TypeError(f"hu must be an array of real numbers (HU), got dtype {a.dtype}")
+    img = a.astype(np.float32)
     while img.ndim > 2 and img.shape[0] == 1: img = img[0]
     if img.ndim != 2: raise ValueError(f"show_ct expects one slice (H, W), got shape {tuple(to_numpy(hu).shape)}")
     w = get_window(window)

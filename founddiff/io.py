@@ -76,6 +76,7 @@ def _str(v):
 
 def ct_metadata(ds: pydicom.Dataset) -> dict:
     "The metadata a CT user needs from a DICOM dataset, as a flat dict (missing elements are `None`)."
+    if not isinstance(ds, pydicom.Dataset): raise TypeError(f"ds must be a pydicom Dataset, got {type(ds).__name__}")
     g = lambda kw: _get(ds, kw)
     ps = _num(g('PixelSpacing'))
     return dict(
@@ -476,6 +477,7 @@ def write_dicom(hu, reference, path, *,
     ref = src or 'reference'
     _check_ct(ds, f"reference {ref}", allow_non_ct)   # a CTReadError (a ValueError); a truncated header says so
     shape = (_num(_get(ds, 'Rows'), int), _num(_get(ds, 'Columns'), int))
+    if None in shape: raise ValueError(f"reference {ref}: Rows/Columns missing or unreadable ({shape}); it is not an image header")
     if shape != hu.shape:
         raise ValueError(f"write_dicom: image shape {hu.shape} differs from the reference's {shape} (Rows, Columns of {ref})")
     intercept = -1024.0

@@ -16,9 +16,9 @@ from pydicom.dataelem import DataElement
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid, RLELossless, JPEG2000Lossless
 
-from founddiff.core import (sample_path, hu_to_unit, unit_to_hu, get_window, Window, atomic_write, get_device,
+from founddiff.core import (sample_path, show_ct, hu_to_unit, unit_to_hu, get_window, Window, atomic_write, get_device,
                             seed_everything, as_generator, check_number, check_choice, check_finite, check_path)
-from founddiff.io import (read_dicom, read_series, read_slice, read_npy, write_dicom, find_pairs, CTReadError,
+from founddiff.io import (ct_metadata, read_dicom, read_series, read_slice, read_npy, write_dicom, find_pairs, CTReadError,
                           MissingCodecError)
 from founddiff.phantoms import phantom, rasterize, add_texture, Ellipse
 from founddiff.cli import main
@@ -440,6 +440,7 @@ def test_write_dicom_refuses_values(tmp_path, ref, kind, exc, words):
     (None, dict(description=None), TypeError, 'description'), (None, dict(overwrite='yes'), TypeError, 'overwrite'),
     (None, dict(description='a\\b'), ValueError, 'description'), (None, dict(description='x\x00y'), ValueError, 'description'),
     (None, dict(allow_non_ct=1), TypeError, 'allow_non_ct'),
+    ('norows', {}, ValueError, 'Rows/Columns missing'), ('nopath', {}, ValueError, "no source path"),
     ('mr', {}, ValueError, "modality is 'MR'"), ('notdicom', {}, CTReadError, 'not a DICOM file'),
     ('missing', {}, CTReadError, 'no such file'), ('truncated', {}, CTReadError, 'truncated'),
 ])
@@ -448,6 +449,10 @@ def test_write_dicom_refuses_arguments(tmp_path, ref, setup, kw, exc, words):
     if setup == 'mr': r = _save(_edit(SMALL, Modality='MR'), tmp_path / 'mr.dcm')
     if setup == 'notdicom': r = tmp_path / 'x.dcm'; r.write_text('hello')
     if setup == 'missing': r = tmp_path / 'missing.dcm'
+    if setup == 'norows': r = _edit(SMALL, Rows=None)                       # a pydicom Dataset as the reference
+    if setup == 'nopath':
+        from founddiff.io import CTImage
+        r = CTImage(GOOD, {})
     if setup == 'truncated': r = tmp_path / 't.dcm'; r.write_bytes(SMALL.read_bytes()[:400])
     _expect(lambda: write_dicom(GOOD, r, tmp_path / 'o.dcm', **kw), exc, [words], tmp_path, arrays=[GOOD])
 
@@ -532,6 +537,9 @@ CORE_CASES = [
     (lambda: check_number(float('nan'), 'dose'), ValueError, 'dose'), (lambda: check_number(0.5j, 'dose'), TypeError, 'dose'),
     (lambda: check_choice('x', 'region', ('a',)), ValueError, 'region'), (lambda: check_finite(np.array([np.inf]), 'img'), ValueError, 'img'),
     (lambda: check_path(b'/tmp', 'out'), TypeError, 'out'),
+    (lambda: show_ct(np.ones((4, 4), complex)), TypeError, 'hu'), (lambda: show_ct('abc'), TypeError, 'hu'),
+    (lambda: show_ct(np.ones((2, 4, 4))), ValueError, 'one slice'), (lambda: show_ct(np.ones((4, 4)), window='liver'), ValueError, 'window'),
+    (lambda: ct_metadata(None), TypeError, 'ds'),
 ]
 
 
