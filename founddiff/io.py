@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_io.ipynb #5aae373f
 from __future__ import annotations
-import copy, datetime, math, os, re, stat, warnings
+import atexit, contextlib, copy, datetime, io as _io, math, os, re, stat, struct, subprocess, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -17,8 +17,9 @@ from .core import (sample_path, atomic_write, show_ct, exists, default, check_nu
                             check_finite, check_path)
 
 # %% auto #0
-__all__ = ['HU_FLOOR', 'MISSING_RESCALE', 'MAYO2020_DOSE', 'MAYO2020_REGION', 'CTReadError', 'MissingCodecError', 'ct_metadata',
-           'CTImage', 'read_dicom', 'write_dicom', 'read_series', 'CTPair', 'find_pairs', 'read_npy', 'read_slice']
+__all__ = ['HU_FLOOR', 'MISSING_RESCALE', 'ISOLATE_CODECS', 'MAYO2020_DOSE', 'MAYO2020_REGION', 'CTReadError',
+           'MissingCodecError', 'ct_metadata', 'CTImage', 'read_dicom', 'write_dicom', 'read_series', 'CTPair',
+           'find_pairs', 'read_npy', 'read_slice']
 
 # %% ../nbs/01_io.ipynb #0e381beb
 class CTReadError(ValueError):
@@ -307,6 +308,81 @@ def _check_bits_stored(raw, ba, bs, pr, path):
         raise CTReadError(f"{path}: {int((~ok).sum())} pixels need more than BitsStored = {bs} bits "
                           f"(largest stored value {int(raw.max())}); BitsStored is wrong, the image would be corrupted")
 
+# Compressed pixels are decoded in a helper process: a C codec that meets a damaged stream can abort the whole
+# interpreter (GDCM does, on some corrupt JPEG Lossless streams), and then only the helper dies. Set
+# `founddiff.io.ISOLATE_CODECS = False` to decode in-process (faster on huge series, unsafe on untrusted files).
+ISOLATE_CODECS = True
+_PIXEL_KEYWORDS = ('Rows', 'Columns', 'SamplesPerPixel', 'PhotometricInterpretation', 'BitsAllocated', 'BitsStored',
+                   'HighBit', 'PixelRepresentation', 'PlanarConfiguration', 'NumberOfFrames')
+_WORKER_CODE = r"""
+import io, struct, sys, warnings
+warnings.simplefilter('ignore')
+import numpy as np, pydicom
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    h = inp.read(8)
+    if len(h) < 8: break
+    data = inp.read(struct.unpack('<Q', h)[0])
+    try:
+        a = np.ascontiguousarray(pydicom.dcmread(io.BytesIO(data), force=True).pixel_array)
+        b = io.BytesIO(); np.save(b, a, allow_pickle=False); msg = b'A' + b.getvalue()
+    except Exception as e: msg = b'E' + f"{type(e).__name__}: {e}".encode('utf-8', 'replace')
+    out.write(struct.pack('<Q', len(msg)) + msg); out.flush()
+"""
+_worker = None
+
+class _DecodeError(Exception): "The decoder (in the helper process) raised; the message is its `Type: text`."
+
+def _stop_worker():
+    global _worker
+    if _worker is not None:
+        with contextlib.suppress(Exception): _worker.kill(); _worker.wait(5)
+        for f in (_worker.stdin, _worker.stdout):
+            with contextlib.suppress(Exception): f.close()
+    _worker = None
+
+def _read_exact(fd, n, deadline):
+    import select
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]: raise TimeoutError
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk: raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+def _decode(ds, path, timeout: float = 120.0) -> np.ndarray:
+    "`ds.pixel_array`; for compressed syntaxes other than RLE, computed in a helper process that may crash alone."
+    global _worker
+    ts = ds.file_meta.TransferSyntaxUID
+    if not (ISOLATE_CODECS and ts.is_compressed and ts != pydicom.uid.RLELossless and os.name == 'posix'):
+        return ds.pixel_array
+    mini = pydicom.Dataset()
+    for kw in _PIXEL_KEYWORDS:
+        if kw in ds: setattr(mini, kw, ds[kw].value)
+    mini.PixelData = ds.PixelData; mini['PixelData'].VR = 'OB'
+    mini.file_meta = pydicom.dataset.FileMetaDataset(); mini.file_meta.TransferSyntaxUID = ts
+    buf = _io.BytesIO(); mini.save_as(buf, enforce_file_format=False); data = buf.getvalue()
+    if _worker is None or _worker.poll() is not None:
+        _worker = subprocess.Popen([sys.executable, '-c', _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL)
+        atexit.register(_stop_worker)
+    w = _worker
+    try:
+        w.stdin.write(struct.pack('<Q', len(data)) + data); w.stdin.flush()
+        deadline = time.monotonic() + timeout
+        msg = _read_exact(w.stdout.fileno(), struct.unpack('<Q', _read_exact(w.stdout.fileno(), 8, deadline))[0], deadline)
+    except TimeoutError:
+        _stop_worker(); raise CTReadError(f"{path}: corrupt compressed pixel data ({ts.name}): the decoder hung (no answer in {timeout:g} s)") from None
+    except (EOFError, OSError):
+        rc = w.wait(10) if w.poll() is None else w.returncode
+        _stop_worker()
+        raise CTReadError(f"{path}: corrupt compressed pixel data ({ts.name}): the decoder crashed on it "
+                          f"(exit status {rc}); the file is damaged") from None
+    if msg[:1] == b'E': raise _DecodeError(msg[1:].decode('utf-8', 'replace'))
+    return np.load(_io.BytesIO(msg[1:]), allow_pickle=False)
+
 def _pixels(ds, path) -> np.ndarray:
     if not any(k in ds for k in ('PixelData', 'FloatPixelData', 'DoubleFloatPixelData')):
         hint = 'the file may be truncated' if 'Rows' in ds else 'it is not an image, or the file is truncated'
@@ -327,12 +403,12 @@ def _pixels(ds, path) -> np.ndarray:
             fh = _stream_precision(ds)
             if ts.is_compressed and exists(fh) and fh > bs:   # decode all the stream's bits, then check BitsStored
                 ds.BitsStored, ds.HighBit, ds.PixelRepresentation = fh, fh - 1, 0
-                raw = ds.pixel_array.astype(np.int64)
+                raw = _decode(ds, path).astype(np.int64)
                 ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bs, bs - 1, pr
                 _check_bits_stored(raw, fh, bs, pr, path)
                 m = raw & ((1 << bs) - 1)
                 arr = (np.where(m >= 1 << (bs - 1), m - (1 << bs), m) if pr else m).astype(f"{'i' if pr else 'u'}{ba // 8}")
-            else: arr = ds.pixel_array
+            else: arr = _decode(ds, path)
     except CTReadError: raise
     except Exception as e:
         plugins = [l for l in str(e).splitlines()[1:] if l.strip()]
@@ -340,7 +416,8 @@ def _pixels(ds, path) -> np.ndarray:
             raise MissingCodecError(f"{path}: no installed decoder supports this '{ts.name}' pixel data "
                                     f"({plugins[0].strip()}); install one: {_codec_hint(ts)}") from None
         what = f"corrupt compressed pixel data ({ts.name})" if ts.is_compressed else "pixel data is incomplete or corrupt, the file may be truncated"
-        raise CTReadError(f"{path}: {what}: {type(e).__name__}: {str(e).strip()[:300]}") from None
+        detail = str(e).strip() if isinstance(e, _DecodeError) else f"{type(e).__name__}: {str(e).strip()}"
+        raise CTReadError(f"{path}: {what}: {detail[:300]}") from None
     rows, cols = int(ds.Rows), int(ds.Columns)
     if arr.shape[-2:] != (rows, cols):
         raise CTReadError(f"{path}: decoded pixels have shape {arr.shape}, the header says Rows = {rows}, Columns = {cols}")

@@ -153,6 +153,8 @@ def _make(tmp, kind):
     if kind == 'j2k_rgb': return _save(_edit(J2K, PhotometricInterpretation='RGB'), p)   # gdcm aborted too
     if kind == 'jll_rows': return _save(_edit(JLL, Rows=511), p)
     if kind == 'jll_bs8': return _save(_edit(JLL, BitsStored=8, HighBit=7), p)
+    if kind == 'jll_gdcm_abort':   # one byte of the Huffman table changed: GDCM calls abort() on this stream
+        ds, fr = _encaps_frame(JLL); b = bytearray(fr); b[33] = 0x82; ds.PixelData = encapsulate([bytes(b)]); return _save(ds, p)
     if kind in ('jll_corrupt', 'j2k_corrupt', 'rle_corrupt', 'jll_nosof', 'rle_cols', 'encaps_garbage'):
         if kind.startswith('rle'):
             ds = pydicom.dcmread(HEAD); ds.compress(RLELossless)
@@ -228,7 +230,8 @@ def test_missing_file_and_folder(tmp_path):
 # ---------------------------------------------------------------- cases that killed or hung the interpreter
 # They run in one child interpreter (importing torch once costs seconds), one case at a time with the result
 # flushed after each, so an abort or a hang fails exactly the case that caused it (and those after it).
-ISOLATED = [('jll_ba32', 'read_dicom', 'BitsAllocated'), ('jll_ba64', 'read_dicom', 'BitsAllocated'),
+ISOLATED = [('jll_gdcm_abort', 'read_dicom', 'decoder crashed'), ('jll_good', 'read_dicom', ''),
+            ('jll_ba32', 'read_dicom', 'BitsAllocated'), ('jll_ba64', 'read_dicom', 'BitsAllocated'),
             ('j2k_rgb', 'read_dicom', 'PhotometricInterpretation'), ('pipe.dcm', 'read_dicom', 'named pipe'),
             ('pipe.npy', 'read_slice', 'named pipe'), ('pipe.npy', 'read_npy', 'named pipe'), ('series_pipe', 'read_series', ''),
             ('/dev/zero', 'read_dicom', 'is a device'), ('/dev/zero', 'read_npy', 'is a device')]
@@ -246,6 +249,7 @@ def isolated(tmp_path_factory):
             d = t / 'ser'; d.mkdir(); shutil.copy(SMALL, d / 'a.dcm')
             if hasattr(os, 'mkfifo'): os.mkfifo(d / 'b.dcm')
             paths[kind] = d
+        elif kind == 'jll_good': paths[kind] = JLL
         elif kind.startswith('/dev/'): paths[kind] = Path(kind)
         else: paths[kind] = _make(t, kind)
     before = _tree(t)
@@ -274,6 +278,7 @@ def test_abort_and_hang_cases_isolated(isolated, i):
     line = isolated['lines'].get(i)
     assert line is not None, f"the child interpreter died or hung at or before this case: {isolated['err']}"
     if kind == 'series_pipe': assert line == 'READ (1, 128, 128)', line   # the pipe is never opened, never a slice
+    elif kind == 'jll_good': assert line == 'READ (512, 512)', line        # the decoder helper restarted after the crash
     else: assert line.startswith('REFUSED') and str(isolated['paths'][kind]) in line and words in line, line
     assert _tree(isolated['root']) == isolated['before']
 
