@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_io.ipynb #5aae373f
 from __future__ import annotations
-import atexit, contextlib, copy, datetime, io as _io, math, os, re, stat, struct, subprocess, sys, time, warnings
+import atexit, contextlib, copy, datetime, io as _io, math, os, re, stat, struct, subprocess, sys, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -329,13 +329,13 @@ while True:
     except Exception as e: msg = b'E' + f"{type(e).__name__}: {e}".encode('utf-8', 'replace')
     out.write(struct.pack('<Q', len(msg)) + msg); out.flush()
 """
-_worker = None
+_worker, _worker_pid, _worker_lock = None, None, threading.Lock()
 
 class _DecodeError(Exception): "The decoder (in the helper process) raised; the message is its `Type: text`."
 
 def _stop_worker():
     global _worker
-    if _worker is not None:
+    if _worker is not None and _worker_pid == os.getpid():
         with contextlib.suppress(Exception): _worker.kill(); _worker.wait(5)
         for f in (_worker.stdin, _worker.stdout):
             with contextlib.suppress(Exception): f.close()
@@ -354,7 +354,6 @@ def _read_exact(fd, n, deadline):
 
 def _decode(ds, path, timeout: float = 120.0) -> np.ndarray:
     "`ds.pixel_array`; for compressed syntaxes other than RLE, computed in a helper process that may crash alone."
-    global _worker
     ts = ds.file_meta.TransferSyntaxUID
     if not (ISOLATE_CODECS and ts.is_compressed and ts != pydicom.uid.RLELossless and os.name == 'posix'):
         return ds.pixel_array
@@ -364,10 +363,19 @@ def _decode(ds, path, timeout: float = 120.0) -> np.ndarray:
     mini.PixelData = ds.PixelData; mini['PixelData'].VR = 'OB'
     mini.file_meta = pydicom.dataset.FileMetaDataset(); mini.file_meta.TransferSyntaxUID = ts
     buf = _io.BytesIO(); mini.save_as(buf, enforce_file_format=False); data = buf.getvalue()
-    if _worker is None or _worker.poll() is not None:
-        _worker = subprocess.Popen([sys.executable, '-c', _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL)
-        atexit.register(_stop_worker)
+    with _worker_lock:   # one request at a time; a forked child (a DataLoader worker) starts its own helper
+        if _worker is None or _worker.poll() is not None or _worker_pid != os.getpid(): _start_worker()
+        return _ask_worker(data, ts, path, timeout)
+
+def _start_worker():
+    global _worker, _worker_pid
+    if _worker is not None and _worker_pid == os.getpid(): _stop_worker()
+    _worker = subprocess.Popen([sys.executable, '-c', _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    _worker_pid = os.getpid()
+    atexit.register(_stop_worker)
+
+def _ask_worker(data, ts, path, timeout):
     w = _worker
     try:
         w.stdin.write(struct.pack('<Q', len(data)) + data); w.stdin.flush()

@@ -305,3 +305,21 @@ def test_write_unicode_description_survives(tmp_path):
     ds = pydicom.dcmread(out)
     assert ds.SeriesDescription == 'débruité, 低剂量' and ds.SpecificCharacterSet == 'ISO_IR 192'
     assert str(ds.PatientName) == str(pydicom.dcmread(SMALL).PatientName)
+
+
+@pytest.mark.skipif(not hasattr(__import__('os'), 'fork'), reason='needs fork')
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')   # "fork() in a multi-threaded process"
+def test_decoder_helper_survives_fork_and_threads():
+    "The compressed-pixel helper process: a forked child (a DataLoader worker) gets its own; threads take turns."
+    import os, threading
+    from pydicom.data import get_testdata_file
+    p = get_testdata_file('693_J2KR.dcm'); a = read_dicom(p).hu
+    pid = os.fork()
+    if pid == 0: os._exit(0 if np.array_equal(read_dicom(p).hu, a) else 3)
+    np.testing.assert_array_equal(read_dicom(p).hu, a)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    res = []
+    ts = [threading.Thread(target=lambda: res.append(np.array_equal(read_dicom(p).hu, a))) for _ in range(3)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    assert res == [True] * 3
