@@ -809,7 +809,13 @@ def read_npy(path, *, offset: float = 0.0, hu_floor: float | None = HU_FLOOR) ->
     if hu_floor is not None: check_number(hu_floor, 'hu_floor')
     f, _ = _open_regular(path)
     try:
-        with f: a = np.load(f, allow_pickle=False)
+        with f:
+            fmt = np.lib.format
+            ver = fmt.read_magic(f)
+            shape = (fmt.read_array_header_1_0 if ver == (1, 0) else fmt.read_array_header_2_0)(f)[0]
+            if math.prod(shape) > 2**26: raise CTReadError(f"{path}: array of shape {shape} is too large for one CT slice")
+            f.seek(0); a = np.load(f, allow_pickle=False)
+    except CTReadError: raise
     except Exception as e: raise CTReadError(f"{path}: not a readable .npy array, or truncated ({type(e).__name__}: {e})") from None
     if not isinstance(a, np.ndarray): raise CTReadError(f"{path}: holds {type(a).__name__}, not one array")
     a = np.squeeze(a)

@@ -356,13 +356,16 @@ def _npy(tmp, kind):
     elif kind == 'truncated': np.save(p, np.zeros((64, 64))); p.write_bytes(p.read_bytes()[:2000])
     elif kind == 'text': p.write_text('not an array')
     elif kind == 'zero_bytes': p.write_bytes(b'')
+    elif kind == 'huge_header':   # a header that claims 20 GB (a few bytes follow): refused before any allocation
+        with open(p, 'wb') as f:
+            np.lib.format.write_array_header_1_0(f, {'descr': '<f8', 'fortran_order': False, 'shape': (50000, 50000)}); f.write(bytes(64))
     return p
 
 
 @pytest.mark.parametrize('kind,words', [('complex', 'not real numbers'), ('nan', 'NaN'), ('inf', 'NaN or inf'),
                                         ('bool', 'not real numbers'), ('str', 'not real numbers'), ('object', 'not a readable'),
                                         ('volume', 'one slice'), ('empty2d', 'one slice'), ('truncated', 'truncated'),
-                                        ('text', 'not a readable'), ('zero_bytes', 'empty')])
+                                        ('text', 'not a readable'), ('zero_bytes', 'empty'), ('huge_header', 'too large')])
 def test_read_npy_refuses(tmp_path, kind, words):
     p = _npy(tmp_path, kind)
     _expect(lambda: read_npy(p), CTReadError, [p, words], tmp_path)
