@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_cli.ipynb #f1ea60af
 from __future__ import annotations
-import argparse, base64, html, io as _io, json, os, shutil, sys, time
+import argparse, base64, html, io as _io, json, os, shutil, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import founddiff
@@ -134,6 +134,7 @@ def main(argv=None) -> int:
     "Entry point of the `founddiff` command: 0 on success; on any failure one line on stderr and status 2."
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = '--debug' in argv
+    if not debug: warnings.filterwarnings('ignore', module='pydicom')   # its grumbles about damaged files: we say it once
     out, created = None, False
     try:
         args = _parser().parse_args(argv)

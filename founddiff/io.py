@@ -63,7 +63,9 @@ class _Unreadable(str):
 
 def _get(ds, kw, default=None):
     "`ds.get(kw)`, but a value pydicom cannot convert comes back as `_Unreadable` text instead of raising."
-    try: return ds.get(kw, default)
+    try:
+        with warnings.catch_warnings():   # pydicom warns about invalid values; we report them ourselves
+            warnings.simplefilter('ignore'); return ds.get(kw, default)
     except Exception:
         try: raw = ds.get_item(kw).value
         except Exception: raw = b'?'

@@ -593,6 +593,8 @@ def test_hu_to_unit_does_not_modify_input():
     (lambda t: _save(_edit(SMALL, Columns=127), t / 'c.dcm'), ['demo', '--input', '{t}/c.dcm', '--out', '{t}/o'], 'Columns'),
     (lambda t: (t / 'e').mkdir(), ['demo', '--input', '{t}/e', '--out', '{t}/o'], 'no CT DICOM files'),
     (lambda t: (t / 'a.npy').write_bytes(b'junk'), ['demo', '--input', '{t}/a.npy', '--out', '{t}/o'], 'not a readable'),
+    (lambda t: _save(_raw_ds(pydicom.dcmread(SMALL), 'RescaleSlope', 'abc'), t / 's.dcm'), ['demo', '--input', '{t}/s.dcm', '--out', '{t}/o'], 'RescaleSlope'),
+    (lambda t: _save(_edit(SMALL, RescaleSlope=None, RescaleIntercept=None), t / 'r.dcm'), ['demo', '--input', '{t}/r.dcm', '--out', '{t}/o'], 'missing_rescale'),
     (lambda t: None, ['demo', '--bogus'], 'unrecognized arguments'),
     (lambda t: None, ['frobnicate'], 'invalid choice'),
     (lambda t: None, ['demo', '--input'], 'expected one argument'),
