@@ -497,6 +497,10 @@ def read_dicom(path, *, allow_non_ct: bool = False, hu_floor: float | None = HU_
         raise CTReadError(f"{path}: expected a 2-D greyscale slice, got pixel array of shape {arr.shape} "
                           f"({_get(ds, 'PhotometricInterpretation')})")
     hu, n_low, how = _to_hu(ds, arr, hu_floor, path, missing_rescale)
+    top = float(hu.max()) if hu.size else 0.0
+    if _get(ds, 'Modality') == 'CT' and top > 40000:   # CT tops out near 3000 HU (about 30000 with metal on an extended scale)
+        raise CTReadError(f"{path}: values up to {top:.0f} HU are impossible for CT; PixelRepresentation "
+                          f"({_get(ds, 'PixelRepresentation')}) or the rescale is wrong")
     meta = ct_metadata(ds) | dict(path=str(path), n_below_floor=n_low, hu_floor=hu_floor, rescale=how)
     ps = _get(ds, 'PixelSpacing')
     if ps is not None and ps != '':   # the physics uses it: a present but impossible spacing is an error, not a guess

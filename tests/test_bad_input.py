@@ -130,6 +130,8 @@ def _make(tmp, kind):
         kw = 'RescaleSlope' if kind.startswith('slope') else 'RescaleIntercept'
         text = {'nan': 'NaN', 'inf': 'inf', '1e36': '1e36', '0': '0', 'neg': '-1', 'abc': 'abc'}[kind.split('_')[1]]
         return _save(_raw_ds(pydicom.dcmread(SMALL), kw, text), p)
+    if kind == 'pixrep_flip': return _save(_edit(HEAD, PixelRepresentation=0, PixelPaddingValue=None), p)   # signed read as unsigned
+    if kind == 'slope_20': return _save(_raw_ds(pydicom.dcmread(SMALL), 'RescaleSlope', '20'), p)           # HU up to 42796
     if kind == 'mr': return _save(_edit(SMALL, Modality='MR'), p)
     if kind == 'no_modality': return _save(_edit(SMALL, Modality=None), p)
     if kind == 'no_pixels': return _save(_edit(SMALL, PixelData=None), p)
@@ -186,7 +188,7 @@ READ_CASES = [  # (kind, words the message must hold besides the file name)
     ('no_rescale', 'missing_rescale'), ('no_intercept', 'RescaleIntercept'), ('slope_nan', 'RescaleSlope'),
     ('slope_inf', 'RescaleSlope'), ('slope_1e36', 'RescaleSlope'), ('slope_0', 'RescaleSlope'),
     ('slope_neg', 'RescaleSlope'), ('slope_abc', 'RescaleSlope'), ('inter_1e36', 'RescaleIntercept'),
-    ('inter_nan', 'RescaleIntercept'), ('mr', "modality is 'MR'"), ('no_modality', 'Modality'),
+    ('inter_nan', 'RescaleIntercept'), ('pixrep_flip', 'BitsStored'), ('slope_20', 'impossible for CT'), ('mr', "modality is 'MR'"), ('no_modality', 'Modality'),
     ('no_pixels', 'no pixel data'), ('frames0', 'NumberOfFrames'), ('multiframe', 'multi-frame'),
     ('unknown_ts', 'transfer syntax'), ('no_tsyntax_compressed', 'TransferSyntaxUID'), ('pad_garbage', 'PixelPaddingValue'),
     ('jll_rows', 'Rows'), ('jll_bs8', 'BitsStored'), ('jll_corrupt', 'corrupt'), ('j2k_corrupt', 'corrupt'),
