@@ -117,7 +117,9 @@ def as_generator(generator, device='cpu') -> torch.Generator | None:
     if generator is None or isinstance(generator, torch.Generator): return generator
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
         if not -2**63 <= int(generator) < 2**64: raise ValueError(f"generator seed {int(generator)} is out of range (64 bits)")
-        return torch.Generator(device=device).manual_seed(int(generator))
+        try: g = torch.Generator(device=device)
+        except (RuntimeError, TypeError, ValueError) as e: raise ValueError(f"device {device!r} cannot hold a generator ({e})") from None
+        return g.manual_seed(int(generator))
     raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
 
 # %% ../nbs/00_core.ipynb #358d4c0f

@@ -548,7 +548,7 @@ CORE_CASES = [
     (lambda: get_device('gpu'), ValueError, 'prefer'), (lambda: get_device(3.5), TypeError, 'prefer'),
     (lambda: seed_everything(-1), ValueError, 'seed'), (lambda: seed_everything(1.5), TypeError, 'seed'),
     (lambda: seed_everything('1'), TypeError, 'seed'),
-    (lambda: as_generator(1.5), TypeError, 'generator'), (lambda: as_generator(True), TypeError, 'generator'),
+    (lambda: as_generator(1.5), TypeError, 'generator'), (lambda: as_generator(3, device='gpu'), ValueError, 'device'), (lambda: as_generator(True), TypeError, 'generator'),
     (lambda: check_number(float('nan'), 'dose'), ValueError, 'dose'), (lambda: check_number(0.5j, 'dose'), TypeError, 'dose'),
     (lambda: check_choice('x', 'region', ('a',)), ValueError, 'region'), (lambda: check_finite(np.array([np.inf]), 'img'), ValueError, 'img'),
     (lambda: check_path(b'/tmp', 'out'), TypeError, 'out'),
