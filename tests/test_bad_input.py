@@ -132,6 +132,9 @@ def _make(tmp, kind):
         return _save(_raw_ds(pydicom.dcmread(SMALL), kw, text), p)
     if kind == 'pixrep_flip': return _save(_edit(HEAD, PixelRepresentation=0, PixelPaddingValue=None), p)   # signed read as unsigned
     if kind == 'slope_20': return _save(_raw_ds(pydicom.dcmread(SMALL), 'RescaleSlope', '20'), p)           # HU up to 42796
+    if kind == 'deflate_trunc':
+        ds = pydicom.dcmread(SMALL); ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+        ds.save_as(p, enforce_file_format=True); p.write_bytes(p.read_bytes()[:-2000]); return p
     if kind == 'mr': return _save(_edit(SMALL, Modality='MR'), p)
     if kind == 'no_modality': return _save(_edit(SMALL, Modality=None), p)
     if kind == 'no_pixels': return _save(_edit(SMALL, PixelData=None), p)
@@ -180,7 +183,7 @@ READ_CASES = [  # (kind, words the message must hold besides the file name)
     ('dicm_only', ''), ('trunc_preamble', 'truncated'), ('trunc_meta', 'truncated'),
     ('trunc_before_modality', 'truncated'), ('trunc_element_header', 'truncated'), ('trunc_pixel_header', 'truncated'),
     ('trunc_pixels_early', 'truncated'), ('trunc_pixels_late', 'truncated'), ('trunc_last_byte', 'truncated'),
-    ('jtrunc_pixels_early', 'truncated'), ('jtrunc_pixels_late', 'truncated'),
+    ('jtrunc_pixels_early', 'truncated'), ('deflate_trunc', 'truncated'), ('jtrunc_pixels_late', 'truncated'),
     ('rows_plus', 'Rows'), ('rows_minus', 'Rows'), ('cols_minus', 'Columns'), ('rows_zero', 'Rows'), ('rows_huge', 'Rows'),
     ('rows_missing', 'Rows'), ('ba_missing', 'BitsAllocated'), ('ba8', 'BitsAllocated'), ('ba32', 'BitsAllocated'),
     ('ba12', 'BitsAllocated'), ('bs8', 'BitsStored'), ('bs24', 'BitsStored'), ('highbit', 'HighBit'),

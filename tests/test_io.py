@@ -323,3 +323,9 @@ def test_decoder_helper_survives_fork_and_threads():
     for t in ts: t.start()
     for t in ts: t.join()
     assert res == [True] * 3
+
+
+def test_deflated_roundtrip(tmp_path):
+    ds = pydicom.dcmread(SMALL); ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    p = tmp_path / 'd.dcm'; ds.save_as(p, enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(p).hu, read_dicom(SMALL).hu)
