@@ -50,6 +50,7 @@ def rasterize(ellipses, size: int, supersample: int = 4, background: float = -10
     size = check_number(size, 'size', lo=1, hi=4096, integer=True)
     supersample = check_number(supersample, 'supersample', lo=1, hi=32, integer=True)
     background = check_number(background, 'background')
+    if size * supersample > 16384: raise ValueError(f"size x supersample = {size} x {supersample} is too large (at most 16384 samples a side)")
     ellipses = list(ellipses)
     for e in ellipses:
         if not isinstance(e, Ellipse): raise TypeError(f"ellipses must hold Ellipse objects, got {type(e).__name__}")

@@ -512,7 +512,7 @@ PHANTOM_CASES = [
     (lambda: phantom('head', 32, 0, supersample=0), ValueError, 'supersample'),
     (lambda: phantom('head', 32, 0, supersample=2.5), TypeError, 'supersample'),
     (lambda: phantom('head', 32, 0, return_labels='yes'), TypeError, 'return_labels'),
-    (lambda: rasterize([], 0), ValueError, 'size'), (lambda: rasterize([], 16, supersample=0), ValueError, 'supersample'),
+    (lambda: rasterize([], 0), ValueError, 'size'), (lambda: rasterize([], 4096, supersample=32), ValueError, 'supersample'), (lambda: rasterize([], 16, supersample=0), ValueError, 'supersample'),
     (lambda: rasterize([], 16, background=float('nan')), ValueError, 'background'),
     (lambda: rasterize([None], 16), TypeError, 'ellipses'),
     (lambda: rasterize([Ellipse(0, 0, .5, .5, 0, 40, 'body')], 16, labels=['air']), ValueError, 'labels'),
