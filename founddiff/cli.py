@@ -4,16 +4,16 @@
 
 # %% ../nbs/14_cli.ipynb #f1ea60af
 from __future__ import annotations
-import argparse, base64, html, io as _io, json, sys, time
+import argparse, base64, html, io as _io, json, os, shutil, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import founddiff
-from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES
+from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES, check_path
 from .io import read_dicom, read_series, read_slice, CTReadError, CTImage
 from .data import dose_images, dose_section
 
 # %% auto #0
-__all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'render_html', 'run_demo', 'main']
+__all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'render_html', 'run_demo', 'check_out_dir', 'main']
 
 # %% ../nbs/14_cli.ipynb #10193c50
 DEMO_WINDOWS = ('abdomen', 'lung', 'brain')
@@ -94,9 +94,16 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     return out
 
 # %% ../nbs/14_cli.ipynb #030a7599
+class _UsageError(Exception): "A command-line usage error (argparse's message)."
+
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a usage error is raised (main prints it as one line) instead of printing usage and exiting."
+    def error(self, message): raise _UsageError(message)
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='founddiff', description='Dose- and anatomy-aware diffusion for low-dose CT (FoundDiff), on a CPU or a GPU.')
+    p = _Parser(prog='founddiff', description='Dose- and anatomy-aware diffusion for low-dose CT (FoundDiff), on a CPU or a GPU.')
     p.add_argument('--version', action='version', version=f'founddiff {founddiff.__version__}')
+    p.add_argument('--debug', action='store_true', help='show the full traceback when something fails')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     d = sub.add_parser('demo', help='show real CT (bundled samples or --input) and write an image and an HTML page',
                        description='Read CT (bundled real slices by default), render it at three display windows with '
@@ -104,17 +111,46 @@ def _parser() -> argparse.ArgumentParser:
                                    'write ct_windows.png, doses.png, index.html and summary.json into --out.')
     d.add_argument('--input', '-i', default=None, help='a DICOM file, a folder holding one DICOM series, or a .npy slice (HU)')
     d.add_argument('--out', '-o', default='founddiff_demo', help='output folder (created; default: ./founddiff_demo)')
+    d.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback when something fails')
     return p
 
+def check_out_dir(out, name: str = '--out') -> Path:
+    "An output folder that can be created or written: refuse an existing file, a path under a file, a read-only place."
+    p = check_path(out, name)
+    if p.exists() and not p.is_dir(): raise NotADirectoryError(f"{name} {p}: is an existing file, not a folder")
+    for q in p.parents:
+        if q.exists():
+            if not q.is_dir(): raise NotADirectoryError(f"{name} {p}: {q} is a file, not a folder")
+            if not p.exists() and not os.access(q, os.W_OK | os.X_OK): raise PermissionError(f"{name} {p}: cannot create it, {q} is not writable")
+            break
+    if p.is_dir() and not os.access(p, os.W_OK | os.X_OK): raise PermissionError(f"{name} {p}: the folder is not writable")
+    return p
+
+def _one_line(e: BaseException) -> str:
+    msg = ' '.join(str(e).split()) or type(e).__name__
+    if not isinstance(e, (ValueError, TypeError, OSError, _UsageError)): msg = f"{type(e).__name__}: {msg} (run with --debug for the traceback)"
+    return msg
+
 def main(argv=None) -> int:
-    "Entry point of the `founddiff` command."
-    args = _parser().parse_args(argv)
-    if args.command is None: _parser().print_help(); return 0
+    "Entry point of the `founddiff` command: 0 on success; on any failure one line on stderr and status 2."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in argv
+    if not debug: warnings.filterwarnings('ignore', module='pydicom')   # its grumbles about damaged files: we say it once
+    out, created = None, False
     try:
+        args = _parser().parse_args(argv)
+        if args.command is None: _parser().print_help(); return 0
         if args.command == 'demo':
-            out = run_demo(args.input, args.out)
+            out = check_out_dir(args.out)               # checked before any work starts
+            created = not out.exists()
+            out = run_demo(args.input, out)
             print(f"founddiff demo: wrote {out/'ct_windows.png'}, {out/'doses.png'}, {out/'index.html'} and {out/'summary.json'}")
             print(f"open {(out/'index.html').resolve()} in a browser")
-    except (CTReadError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"founddiff {args.command}: error: {e}", file=sys.stderr); return 2
-    return 0
+        return 0
+    except KeyboardInterrupt:
+        print("founddiff: error: interrupted", file=sys.stderr); return 130
+    except Exception as e:
+        if created and out is not None and out.is_dir():  # no partial output: remove the folder this run created
+            shutil.rmtree(out, ignore_errors=True)
+        if debug: raise
+        print(f"founddiff: error: {_one_line(e)}", file=sys.stderr); return 2
