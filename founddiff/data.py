@@ -72,8 +72,10 @@ def augment_pair(*xs, generator=None):
 def read_nifti(path) -> CTImage:
     "A NIfTI volume as HU (Z, H, W) float32 slices along the last axis, radiological orientation, with pixel spacing."
     import nibabel as nib
-    path = Path(path)
-    if not path.exists(): raise CTReadError(f"{path}: no such file")
+    from founddiff.core import check_path
+    from founddiff.io import _open_regular
+    path = check_path(path, 'path')
+    _open_regular(path)[0].close()   # a regular, non-empty file: a FIFO or a device is refused before nibabel opens it
     try: img = nib.as_closest_canonical(nib.load(str(path)))
     except Exception as e: raise CTReadError(f"{path}: not a readable NIfTI file ({e})") from None
     if len(img.shape) != 3: raise CTReadError(f"{path}: expected a 3-D volume, got shape {img.shape}")
@@ -179,7 +181,10 @@ class DoseCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             with atomic_write(man, 'w') as f: json.dump(self.config, f, indent=1)
 
-    def path(self, key: str) -> Path: return self.folder/f"{key}.npy"
+    def path(self, key: str) -> Path:
+        if not isinstance(key, str) or key in ('', '.', '..') or any(c in key for c in '/\\\0'):
+            raise ValueError(f"key must be a plain file-name stem (no '/' or '\\'), got {key!r}")
+        return self.folder/f"{key}.npy"
 
     def load(self, key: str, mmap: bool = True):
         "The int16 HU stack for `key`, or None if it is missing or damaged."

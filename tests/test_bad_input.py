@@ -239,7 +239,8 @@ ISOLATED = [('jll_gdcm_abort', 'read_dicom', 'decoder crashed'), ('jll_good', 'r
             ('jll_ba32', 'read_dicom', 'BitsAllocated'), ('jll_ba64', 'read_dicom', 'BitsAllocated'),
             ('j2k_rgb', 'read_dicom', 'PhotometricInterpretation'), ('pipe.dcm', 'read_dicom', 'named pipe'),
             ('pipe.npy', 'read_slice', 'named pipe'), ('pipe.npy', 'read_npy', 'named pipe'), ('series_pipe', 'read_series', ''),
-            ('/dev/zero', 'read_dicom', 'is a device'), ('/dev/zero', 'read_npy', 'is a device')]
+            ('/dev/zero', 'read_dicom', 'is a device'), ('/dev/zero', 'read_npy', 'is a device'),
+            ('pipe.nii', 'read_nifti', 'named pipe'), ('pipe.safetensors', 'load_weights', 'pipe.safetensors')]
 
 
 @pytest.fixture(scope='module')
@@ -260,10 +261,12 @@ def isolated(tmp_path_factory):
     before = _tree(t)
     code = textwrap.dedent("""
         import sys
-        from founddiff import io
+        from founddiff import io, data, core
         for i, (p, fn) in enumerate(zip(sys.argv[1::2], sys.argv[2::2])):
-            try: r = getattr(io, fn)(p); print(i, 'READ', getattr(r, 'shape', None), flush=True)
-            except io.CTReadError as e: print(i, 'REFUSED', ' '.join(str(e).split()), flush=True)
+            f = {'read_nifti': data.read_nifti,
+                 'load_weights': lambda p: core.load_weights(p, format='founddiff.dadiff', version=1)}.get(fn) or getattr(io, fn)
+            try: r = f(p); print(i, 'READ', getattr(r, 'shape', None), flush=True)
+            except (io.CTReadError, FileNotFoundError, ValueError) as e: print(i, 'REFUSED', ' '.join(str(e).split()), flush=True)
     """)
     args = [x for kind, fn, _ in ISOLATED for x in (str(paths[kind]), fn)]
     try:
@@ -645,3 +648,122 @@ def test_valid_stream_without_a_capable_decoder_is_missing_codec_not_corrupt(tmp
     p = tmp_path / 'ext.dcm'; shutil.copy(get_testdata_file('JPGExtended.dcm'), p)
     try: read_dicom(p, allow_non_ct=True); pytest.skip('a 12-bit JPEG decoder is installed here')
     except MissingCodecError as e: assert str(p) in str(e) and 'pylibjpeg-libjpeg' in str(e) and 'corrupt' not in str(e)
+
+
+
+# ---------------------------------------------------------------- other modules (physics, data, sampler, pipeline)
+# The doors other notebooks own, tried with the same harness: type, name in the message, inputs unchanged.
+from founddiff.physics import simulate_low_dose, simulate_pair, simulate_doses
+from founddiff.data import read_nifti, DoseCache, dose_images
+H16 = np.zeros((16, 16), np.float32)
+
+
+@pytest.mark.parametrize('call,exc,name', [
+    (lambda: simulate_low_dose(H16, 'x'), TypeError, 'dose'), (lambda: simulate_low_dose(H16, float('nan')), ValueError, 'dose'),
+    (lambda: simulate_low_dose(H16, 0), ValueError, 'dose'), (lambda: simulate_low_dose(H16, 1.5), ValueError, 'dose'),
+    (lambda: simulate_low_dose(H16, 0.5j), TypeError, 'dose'), (lambda: simulate_pair(H16, None), TypeError, 'dose'),
+    (lambda: simulate_low_dose(H16.astype(complex), 0.25), TypeError, 'hu'),
+    (lambda: simulate_low_dose(np.full((16, 16), np.nan), 0.25), ValueError, 'hu'),
+    (lambda: simulate_low_dose(np.zeros((0, 16, 16)), 0.25), ValueError, 'hu'),
+    (lambda: simulate_low_dose(np.zeros(16), 0.25), ValueError, 'hu'),
+    (lambda: simulate_low_dose(np.full((16, 16), 1e30), 0.25), ValueError, 'hu'),
+    (lambda: simulate_low_dose(H16, 0.25, i0=0), ValueError, 'i0'), (lambda: simulate_low_dose(H16, 0.25, i0=-1), ValueError, 'i0'),
+    (lambda: simulate_low_dose(H16, 0.25, pixel_spacing=float('nan')), ValueError, 'pixel_spacing'),
+    (lambda: simulate_low_dose(H16, 0.25, pixel_spacing=(1, 1, 1)), ValueError, 'pixel_spacing'),
+    (lambda: simulate_low_dose(H16, 0.25, pixel_spacing=0), ValueError, 'pixel_spacing'),
+    (lambda: simulate_low_dose(H16, 0.25, generator='x'), TypeError, 'generator'),
+    (lambda: simulate_doses(H16, []), ValueError, 'doses'), (lambda: simulate_doses(H16, ['a']), TypeError, 'doses'),
+    (lambda: dose_images(size=0), ValueError, 'size'),
+])
+def test_physics_and_data_arguments(tmp_path, call, exc, name):
+    _expect(call, exc, [name], tmp_path, arrays=[H16])
+
+
+def _nifti(tmp, kind):
+    import nibabel as nib
+    p = tmp / f'{kind}.nii'
+    if kind == 'flat': nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)).to_filename(p)
+    elif kind == 'nan': nib.Nifti1Image(np.full((8, 8, 4), np.nan, np.float32), np.eye(4)).to_filename(p)
+    elif kind == 'trunc':
+        p = tmp / 'trunc.nii.gz'; nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)).to_filename(p)
+        p.write_bytes(p.read_bytes()[:60])
+    elif kind == 'empty': p.write_bytes(b'')
+    elif kind == 'text': p.write_text('hello')
+    elif kind == 'dir': p.mkdir()
+    return p
+
+
+@pytest.mark.parametrize('kind,words', [('flat', '3-D volume'), ('nan', 'NaN'), ('trunc', 'not a readable NIfTI'),
+                                        ('empty', 'empty'), ('text', 'not a readable NIfTI'), ('dir', 'folder'),
+                                        ('missing', 'no such file')])
+def test_read_nifti_refuses(tmp_path, kind, words):
+    pytest.importorskip('nibabel')
+    p = _nifti(tmp_path, kind)
+    _expect(lambda: read_nifti(p), CTReadError, [p, words], tmp_path)
+
+
+def test_read_nifti_argument(tmp_path):
+    _expect(lambda: read_nifti(None), TypeError, ['path'], tmp_path)
+
+
+@pytest.mark.parametrize('setup,call,exc,words', [
+    (lambda t: ((t / 'c').mkdir(), (t / 'c' / 'cache.json').write_text('{broken')),
+     lambda t: DoseCache(t / 'c', {'doses': [0.25]}), ValueError, 'damaged'),
+    (lambda t: ((t / 'c').mkdir(), np.save(t / 'c' / 'x.npy', np.zeros((2, 4, 4), np.int16))),
+     lambda t: DoseCache(t / 'c', {'doses': [0.25]}), ValueError, 'no manifest'),
+    (lambda t: None, lambda t: DoseCache(t / 'c', [0.25]), TypeError, 'config'),
+    (lambda t: None, lambda t: DoseCache(t / 'c', {'doses': [float('nan')]}), ValueError, 'doses'),
+])
+def test_dose_cache_refuses(tmp_path, setup, call, exc, words):
+    setup(tmp_path)
+    _expect(lambda: call(tmp_path), exc, [words], tmp_path)
+
+
+@pytest.mark.parametrize('key', ['../evil', 'a/b', '', '..', 3])
+def test_dose_cache_key_stays_inside(tmp_path, key):
+    c = DoseCache(tmp_path / 'c', {'doses': [0.25]}); stack = np.zeros((2, 4, 4))
+    _expect(lambda: c.save(key, stack), ValueError, ['key'], tmp_path, arrays=[stack])
+
+
+def test_dose_cache_refuses_non_finite_stack(tmp_path):
+    c = DoseCache(tmp_path / 'c', {'doses': [0.25]}); stack = np.full((2, 4, 4), np.nan)
+    _expect(lambda: c.save('k', stack), ValueError, ['NaN'], tmp_path, arrays=[stack])
+
+
+@pytest.fixture(scope='module')
+def denoiser():
+    from founddiff.pipeline import Denoiser
+    from founddiff.diffusion import DADiffUNet, get_config
+    from founddiff.daclip import load_daclip
+    return Denoiser(DADiffUNet(get_config('tiny')), load_daclip('small'))
+
+
+@pytest.mark.parametrize('call,exc,name', [
+    (lambda d: d.denoise(np.full((16, 16), np.nan, np.float32)), ValueError, 'hu'),
+    (lambda d: d.denoise(np.zeros((16, 16), complex)), TypeError, 'hu'),
+    (lambda d: d.denoise(np.zeros((0, 16, 16), np.float32)), ValueError, 'hu'),
+    (lambda d: d.denoise([[0.0]]), TypeError, 'hu'),
+    (lambda d: d.denoise(np.zeros((1, 1, 16, 16), np.float32)), ValueError, 'hu'),
+    (lambda d: d.denoise(H16, steps=0), ValueError, 'steps'),
+    (lambda d: d.denoise(H16, batch_size=0), ValueError, 'batch_size'),
+    (lambda d: d.denoise(H16, generator=1.5), TypeError, 'generator'),
+    (lambda d: __import__('founddiff.sampler', fromlist=['sample']).sample(d.unet, torch.zeros(1, 1, 16, 16), None), ValueError, 'embedding'),
+    (lambda d: __import__('founddiff.pipeline', fromlist=['x']).hu_to_inputs(torch.full((1, 1, 8, 8), float('nan'))), ValueError, 'hu'),
+    (lambda d: type(d)(d.unet, d.daclip, preset='fast?'), ValueError, 'preset'),
+    (lambda d: type(d)(d.unet, None), ValueError, 'daclip'),
+    (lambda d: __import__('founddiff.pipeline', fromlist=['x']).load_model(3), TypeError, 'name_or_path'),
+    (lambda d: __import__('founddiff.pipeline', fromlist=['x']).load_model('no_such_model'), FileNotFoundError, 'no_such_model'),
+])
+def test_pipeline_arguments(tmp_path, denoiser, call, exc, name):
+    _expect(lambda: call(denoiser), exc, [name], tmp_path)
+
+
+@pytest.mark.parametrize('kind,words', [('empty', 'not a readable safetensors'), ('text', 'not a readable safetensors'),
+                                        ('dir', 'no weights file'), ('missing', 'no weights file')])
+def test_weight_files_refused(tmp_path, kind, words):
+    from founddiff.core import load_weights
+    p = tmp_path / 'w.safetensors'
+    if kind == 'empty': p.write_bytes(b'')
+    if kind == 'text': p.write_text('{"not": "safetensors"}')
+    if kind == 'dir': p.mkdir()
+    _expect(lambda: load_weights(p, format='founddiff.dadiff', version=1), (ValueError, FileNotFoundError), [p, words], tmp_path)
