@@ -301,7 +301,8 @@ class LiveDoseSlider(widgets.VBox):
         "LDCT, output (or None), partner and metrics at `dose`, simulated (and denoised) on first use, then cached."
         if dose not in self.cache:
             low, ref = simulate_doses(self.hu, [dose], generator=self.seed, pixel_spacing=self.spacing)
-            self.partner = ref if self.partner is None else self.partner   # noise-free: the same at every dose
+            if self.partner is None: self.partner = ref                     # noise-free: one partner for every dose
+            ref = self.partner
             out = self.denoiser(low)[0] if self.denoiser else None
             m = dict(zip(('ldct_psnr', 'ldct_ssim'), psnr_ssim(low[0], ref)))
             if out is not None: m |= dict(zip(('output_psnr', 'output_ssim'), psnr_ssim(out, ref)))
