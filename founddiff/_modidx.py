@@ -309,6 +309,8 @@ d = { 'settings': { 'branch': 'main',
                                    'founddiff.widgets.as_slice': ('widgets.html#as_slice', 'founddiff/widgets.py'),
                                    'founddiff.widgets.dose_slider': ('widgets.html#dose_slider', 'founddiff/widgets.py'),
                                    'founddiff.widgets.embedding_explorer': ('widgets.html#embedding_explorer', 'founddiff/widgets.py'),
+                                   'founddiff.widgets.figure_html': ('widgets.html#figure_html', 'founddiff/widgets.py'),
                                    'founddiff.widgets.live_dose_slider': ('widgets.html#live_dose_slider', 'founddiff/widgets.py'),
+                                   'founddiff.widgets.plotly_js': ('widgets.html#plotly_js', 'founddiff/widgets.py'),
                                    'founddiff.widgets.psnr_ssim': ('widgets.html#psnr_ssim', 'founddiff/widgets.py'),
                                    'founddiff.widgets.sampler_stepper': ('widgets.html#sampler_stepper', 'founddiff/widgets.py')}}}

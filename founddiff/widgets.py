@@ -15,8 +15,8 @@ from .io import CTImage, read_slice
 from .physics import DOSES, SEEN_DOSES, DEFAULT_FOV_MM, dose_name, simulate_doses
 
 # %% auto #0
-__all__ = ['LIVE_DOSES', 'as_slice', 'as_denoiser', 'psnr_ssim', 'dose_slider', 'apply_plotly', 'LiveDoseSlider',
-           'live_dose_slider', 'sampler_stepper', 'embedding_explorer']
+__all__ = ['LIVE_DOSES', 'as_slice', 'as_denoiser', 'psnr_ssim', 'dose_slider', 'apply_plotly', 'figure_html', 'plotly_js',
+           'LiveDoseSlider', 'live_dose_slider', 'sampler_stepper', 'embedding_explorer']
 
 # %% ../nbs/13_widgets.ipynb #decbbe0c
 def _spacing_pair(pixel_spacing, shape, name: str = 'pixel_spacing') -> tuple[float, float]:
@@ -239,6 +239,18 @@ def apply_plotly(fig: dict, method: str, args) -> dict:
         restyle(args[0], *(args[2:3])); relayout(args[1] if len(args) > 1 else {})
     else: raise ValueError(f"method must be 'restyle', 'relayout' or 'update', got {method!r}")
     return fig
+
+# %% ../nbs/13_widgets.ipynb #bc56ad20
+def figure_html(fig, div_id: str | None = None) -> str:
+    "`fig` as a `<div>` and its `<script>` for a page that loads plotly.js once (`plotly_js()`); image data stays compact."
+    import plotly.io as pio
+    div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, auto_play=False)
+    return div.replace('\\u002f', '/')        # plotly escapes '/' as 6 characters; inside JSON strings '/' means the same, '<' stays escaped
+
+def plotly_js() -> str:
+    "A `<script>` holding plotly.js itself: a page with it works offline."
+    from plotly.offline import get_plotlyjs
+    return f'<script type="text/javascript">{get_plotlyjs()}</script>'
 
 # %% ../nbs/13_widgets.ipynb #ac793ccc
 def _gray8(hu, w: Window) -> np.ndarray:
