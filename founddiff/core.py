@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['HU_MIN', 'HU_MAX', 'WINDOWS', 'SAMPLES', 'exists', 'default', 'get_device', 'seed_everything', 'as_generator',
-           'hu_to_unit', 'unit_to_hu', 'Window', 'get_window', 'sample_path', 'to_numpy', 'show_ct', 'atomic_write']
+__all__ = ['HU_MIN', 'HU_MAX', 'WINDOWS', 'SAMPLES', 'REGIONS', 'DOSES', 'SEEN_DOSES', 'UNSEEN_DOSES', 'WEIGHT_HEADER_FIELDS',
+           'exists', 'default', 'get_device', 'seed_everything', 'as_generator', 'hu_to_unit', 'unit_to_hu', 'Window',
+           'get_window', 'sample_path', 'to_numpy', 'show_ct', 'atomic_write', 'dose_name', 'DAEmbedding',
+           'save_weights', 'read_weights_header', 'load_weights', 'config_from_dict']
 
 # %% ../nbs/00_core.ipynb #40065c0d
 def exists(x) -> bool:
@@ -157,3 +159,110 @@ def atomic_write(path, mode: str = 'wb'):
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+# %% ../nbs/00_core.ipynb #30c6f069
+import json, math
+from typing import NamedTuple
+
+# %% ../nbs/00_core.ipynb #c0ee0989
+REGIONS = ('head', 'chest', 'abdomen')               # anatomy index 0, 1, 2 everywhere (labels, DA-CLIP, plots)
+DOSES = (1/2, 1/3, 1/4, 1/5, 1/6, 1/8, 1/10, 1/20)   # all dose fractions, highest first
+SEEN_DOSES = (1/2, 1/4, 1/6, 1/10)                   # used for training
+UNSEEN_DOSES = (1/3, 1/5, 1/8, 1/20)                 # held out: generalisation to unseen doses
+
+def dose_name(dose: float) -> str:
+    "'1/4' for 0.25: the dose as a fraction of the normal dose (the nearest 1/n)."
+    n = 1 / dose
+    return '1' if abs(n - 1) < 1e-6 else f"1/{n:.0f}" if abs(n - round(n)) < 1e-3 else f"{dose:.3g}"
+
+class DAEmbedding(NamedTuple):
+    "What DA-CLIP hands DA-Diff: two L2-normalised embeddings."
+    dose: torch.Tensor      # (B, dose_dim): the dose embedding, 1024-d
+    anatomy: torch.Tensor   # (B, anat_dim): the anatomy embedding, 256-d
+
+# %% ../nbs/00_core.ipynb #4558dd62
+WEIGHT_HEADER_FIELDS = ('format', 'version', 'config', 'extra')   # what our safetensors `__metadata__` may hold
+
+def _json_field(value, name: str):
+    try: return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as e: raise TypeError(f"{name} must be JSON-serialisable ({e})") from None
+
+def save_weights(path,                        # destination file (written atomically; folders are created)
+                 state_dict: dict,            # name -> tensor (e.g. `model.state_dict()`); all finite
+                 *,
+                 format: str,                 # what kind of file this is, e.g. 'founddiff.daclip'
+                 version: int,                # layout version of that format
+                 config: dict,                # the model config (JSON-serialisable), stored in the header
+                 extra: dict | None = None,   # optional JSON-serialisable facts needed to rebuild the model
+                ) -> Path:
+    "Write `state_dict` as safetensors with a (format, version, config, extra) header, atomically; return the path."
+    from safetensors.torch import save
+    path = Path(path)
+    if not isinstance(format, str) or not format: raise ValueError(f"format must be a non-empty string, got {format!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"version must be a positive int, got {version!r}")
+    if not isinstance(config, dict): raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    if exists(extra) and not isinstance(extra, dict): raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+    state = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor): raise TypeError(f"state_dict[{k!r}] is a {type(v).__name__}, not a tensor")
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise ValueError(f"state_dict[{k!r}] holds NaN or infinite values; refusing to write {path}")
+        state[k] = v.detach().to('cpu', copy=True).contiguous()   # a copy: tied or strided tensors save fine
+    meta = dict(format=format, version=str(version), config=_json_field(config, 'config'))
+    if exists(extra): meta['extra'] = _json_field(extra, 'extra')
+    blob = save(state, metadata=meta)
+    with atomic_write(path) as f: f.write(blob)
+    return path
+
+def read_weights_header(path, *, format: str, version: int, what: str | None = None) -> dict:
+    "The checked header of the weights file `path`: dict(format, version: int, config: dict, extra: dict)."
+    from safetensors import safe_open
+    path, what = Path(path), default(what, f"{format!r} weights file")
+    if not path.is_file(): raise FileNotFoundError(f"no weights file at {path}")
+    try:
+        with safe_open(str(path), 'pt') as f: meta = f.metadata()
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable safetensors file (not safetensors, or cut short?): {e}") from None
+    meta = meta or {}
+    if meta.get('format') != format:
+        raise ValueError(f"{path} is not a {what} (its header says format {meta.get('format')!r}, expected {format!r})")
+    unknown = sorted(set(meta) - set(WEIGHT_HEADER_FIELDS))
+    if unknown: raise ValueError(f"{path}: unknown header field(s) {unknown}; a {format!r} header holds {list(WEIGHT_HEADER_FIELDS)}")
+    try: v = int(meta.get('version', ''))
+    except ValueError: raise ValueError(f"{path}: header version {meta.get('version')!r} is not an integer") from None
+    if v > version:
+        raise ValueError(f"{path} holds {format!r} version {v}, written by a newer founddiff; this one reads version "
+                         f"{version}: upgrade founddiff (pip install -U founddiff)")
+    if v != version: raise ValueError(f"{path} holds {format!r} version {v}; this founddiff reads only version {version}")
+    out = dict(format=format, version=v)
+    for name in ('config', 'extra'):
+        if name not in meta:
+            if name == 'extra': out[name] = {}; continue
+            raise ValueError(f"{path}: the header has no {name!r} field")
+        try: val = json.loads(meta[name])
+        except json.JSONDecodeError as e: raise ValueError(f"{path}: header field {name!r} is not JSON ({e})") from None
+        if not isinstance(val, dict): raise ValueError(f"{path}: header field {name!r} must be a JSON object, got {type(val).__name__}")
+        out[name] = val
+    return out
+
+def load_weights(path, *, format: str, version: int, what: str | None = None, device='cpu') -> tuple[dict, dict]:
+    "Read a file written by `save_weights`: (state_dict, header), after checking the header and that every tensor is finite."
+    from safetensors.torch import load_file
+    hdr = read_weights_header(path, format=format, version=version, what=what)
+    try: state = load_file(str(path), device=str(device))
+    except Exception as e: raise ValueError(f"{path}: could not read its tensors ({e})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise ValueError(f"{path}: tensor(s) {bad[:5]} hold NaN or infinite values; the file is damaged or from a diverged run")
+    return state, hdr
+
+def config_from_dict(cls, d: dict, source=None):
+    "An instance of the dataclass `cls` from the dict `d` (lists become tuples); unknown or missing fields name `source`."
+    from dataclasses import fields, MISSING
+    src = f"{source}: " if exists(source) else ''
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown: raise ValueError(f"{src}unknown {cls.__name__} field(s) {unknown} (written by another founddiff version?)")
+    missing = sorted(f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING)
+    if missing: raise ValueError(f"{src}{cls.__name__} field(s) {missing} missing from the config")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

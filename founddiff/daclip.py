@@ -18,13 +18,14 @@ from .losses import rnc_loss, supcon_loss
 
 # %% auto #0
 __all__ = ['REGION_NAMES', 'CONFIGS', 'TRAIN_CONFIGS', 'WEIGHTS_FORMAT', 'WEIGHTS_VERSION', 'DACLIPConfig', 'DACLIPTrainConfig',
-           'get_config', 'to_daclip_input', 'NoiseStem', 'CNNBackbone', 'CLIPVisualBackbone', 'DAEmbedding', 'DACLIP',
+           'get_config', 'to_daclip_input', 'NoiseStem', 'CNNBackbone', 'CLIPVisualBackbone', 'DACLIP',
            'dose_preserving_view', 'dose_label', 'train_daclip', 'spearman', 'pair_order_accuracy', 'ridge_probe',
            'nearest_centroid', 'pca', 'evaluate_daclip', 'plot_daclip_embedding', 'dose_prompt', 'prompt_logits',
-           'prompt_probs', 'encode_prompts', 'save_daclip', 'weights_dir', 'load_daclip']
+           'prompt_probs', 'encode_prompts', 'save_daclip', 'weights_dir', 'load_daclip', 'DAEmbedding']
 
 # %% ../nbs/06_daclip.ipynb #30ff49cc
-REGION_NAMES = ('head', 'chest', 'abdomen')   # region index 0, 1, 2 (the order of `founddiff.phantoms.REGIONS`)
+from .core import REGIONS
+REGION_NAMES = REGIONS   # region index 0, 1, 2: `founddiff.core.REGIONS` (kept under this name for older code)
 
 @dataclass(frozen=True)
 class DACLIPConfig:
@@ -191,10 +192,8 @@ class CLIPVisualBackbone(nn.Module):
         return _attnpool_no_pos(v.attnpool, h)                # (B, 1024)
 
 # %% ../nbs/06_daclip.ipynb #2077df20
-class DAEmbedding(NamedTuple):
-    "What DA-CLIP hands DA-Diff: two L2-normalised embeddings."
-    dose: torch.Tensor      # (B, dose_dim): the dose embedding, 1024-d
-    anatomy: torch.Tensor   # (B, anat_dim): the anatomy embedding, 256-d
+from .core import DAEmbedding
+_all_ = ['DAEmbedding']   # `founddiff.core.DAEmbedding(dose, anatomy)`, re-exported here
 
 def _mlp(c_in, hidden, c_out): return nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c_out))
 
@@ -443,19 +442,17 @@ def encode_prompts(prompts: list[str], model_name: str = 'RN50', pretrained: str
     with torch.no_grad(): return F.normalize(model.encode_text(open_clip.get_tokenizer(model_name)(prompts)), dim=-1)
 
 # %% ../nbs/06_daclip.ipynb #76ca3386
+from .core import save_weights, load_weights, config_from_dict
 WEIGHTS_FORMAT, WEIGHTS_VERSION = 'founddiff.daclip', 1
 
 def _cfg_dict(cfg): d = asdict(cfg); d['widths'] = list(d['widths']); return d
 
 def save_daclip(model: DACLIP, path, train_config: DACLIPTrainConfig | None = None, metrics: dict | None = None) -> Path:
-    "Write `path` (.safetensors, no pickle) and a .json sidecar (format, version, config, training, metrics), atomically."
-    from safetensors.torch import save
+    "Write `path` (.safetensors with a format/version/config header, no pickle) and a .json sidecar (also training, metrics), atomically."
     path = Path(path).with_suffix('.safetensors')
     meta = dict(format=WEIGHTS_FORMAT, version=WEIGHTS_VERSION, config=_cfg_dict(model.config),
                 train=asdict(train_config) if exists(train_config) else None, metrics=metrics or {})
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = save(state, metadata=dict(format=WEIGHTS_FORMAT, version=str(WEIGHTS_VERSION), config=json.dumps(meta['config'])))
-    with atomic_write(path) as f: f.write(blob)
+    save_weights(path, model.state_dict(), format=WEIGHTS_FORMAT, version=WEIGHTS_VERSION, config=meta['config'])
     with atomic_write(path.with_suffix('.json'), 'w') as f: json.dump(meta, f, indent=1)
     return path
 
@@ -468,26 +465,19 @@ def load_daclip(name: str = 'small',                         # shipped weights: 
                 config: str | DACLIPConfig | None = None,    # if given, the checkpoint must have been trained with it
                 device: str | torch.device = 'cpu') -> DACLIP:
     "Load DA-CLIP weights (safetensors, no pickle) into a model built from the saved config; eval mode."
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     path = Path(path).with_suffix('.safetensors') if exists(path) else weights_dir() / f'daclip_{name}.safetensors'
     if not path.exists():
         shipped = sorted(p.stem.removeprefix('daclip_') for p in weights_dir().glob('daclip_*.safetensors'))
         raise FileNotFoundError(f"no DA-CLIP weights at {path}; shipped weights: {shipped}")
-    try:
-        with safe_open(str(path), 'pt') as f: hdr = f.metadata() or {}
-    except Exception as e: raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
-    if hdr.get('format') != WEIGHTS_FORMAT: raise ValueError(f"{path} is not a founddiff DA-CLIP checkpoint (format {hdr.get('format')!r})")
-    if hdr.get('version') != str(WEIGHTS_VERSION):
-        raise ValueError(f"{path} holds DA-CLIP weights version {hdr.get('version')}; this founddiff reads version {WEIGHTS_VERSION}")
-    saved = DACLIPConfig(**json.loads(hdr['config']))
+    state, hdr = load_weights(path, format=WEIGHTS_FORMAT, version=WEIGHTS_VERSION, what='founddiff DA-CLIP checkpoint')
+    saved = config_from_dict(DACLIPConfig, hdr['config'], source=path)
     if exists(config) and get_config(config) != saved:
         want = get_config(config)
         diff = {k: (v, getattr(saved, k)) for k, v in asdict(want).items() if getattr(saved, k) != v}
         raise ValueError(f"{path} holds a checkpoint of DA-CLIP config {saved.name!r}, not of the requested {want.name!r} "
                          f"(fields that differ, requested vs saved: {diff})")
     model = DACLIP(replace(saved, clip_pretrained=None) if saved.backbone == 'rn50' else saved)   # no download: weights follow
-    state, own = load_file(str(path)), model.state_dict()
+    own = model.state_dict()
     bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and state[k].shape != own[k].shape]
     if bad: raise ValueError(f"{path}: the tensors do not fit DA-CLIP config {saved.name!r} (missing, unexpected or misshapen: {bad[:6]})")
     model.load_state_dict(state, strict=True)

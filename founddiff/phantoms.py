@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .core import exists, default, show_ct, as_generator
 
 # %% auto #0
-__all__ = ['REGIONS', 'LABELS', 'FOV_MM', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_texture', 'phantom']
+__all__ = ['LABELS', 'FOV_MM', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_texture', 'phantom', 'REGIONS']
 
 # %% ../nbs/02_phantoms.ipynb #86a5b4f1
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class _Draw:
     def sign(self) -> int: return 1 if self(0, 1) < 0.5 else -1
 
 # %% ../nbs/02_phantoms.ipynb #7e9ca87c
-REGIONS = ("head", "chest", "abdomen")
+from .core import REGIONS   # ('head', 'chest', 'abdomen'), defined once in core
+_all_ = ['REGIONS']
 
 LABELS = {   # label names per region; the index in the tuple is the value in the label map (0 = air)
     'head':    ('air', 'scalp', 'skull', 'csf', 'grey', 'white', 'nuclei', 'ventricle', 'lesion'),

@@ -12,20 +12,14 @@ import torch.nn.functional as F
 from .core import exists, default, to_numpy, as_generator
 
 # %% auto #0
-__all__ = ['DOSES', 'SEEN_DOSES', 'UNSEEN_DOSES', 'MU_WATER', 'DEFAULT_FOV_MM', 'FILTERS', 'I0', 'SIGMA_E2', 'dose_name',
-           'hu_to_mu', 'mu_to_hu', 'FanBeamGeometry', 'fan_project_grid', 'fan_filter', 'fan_backproject_grid',
-           'fan_project', 'fan_fbp', 'poisson_icdf', 'transmission_noise', 'simulate_doses', 'simulate_low_dose',
-           'simulate_pair']
+__all__ = ['MU_WATER', 'DEFAULT_FOV_MM', 'FILTERS', 'I0', 'SIGMA_E2', 'hu_to_mu', 'mu_to_hu', 'FanBeamGeometry',
+           'fan_project_grid', 'fan_filter', 'fan_backproject_grid', 'fan_project', 'fan_fbp', 'poisson_icdf',
+           'transmission_noise', 'simulate_doses', 'simulate_low_dose', 'simulate_pair', 'DOSES', 'SEEN_DOSES',
+           'UNSEEN_DOSES', 'dose_name']
 
 # %% ../nbs/03_physics.ipynb #e72aa5ef
-DOSES = (1/2, 1/3, 1/4, 1/5, 1/6, 1/8, 1/10, 1/20)   # all dose fractions, highest first
-SEEN_DOSES = (1/2, 1/4, 1/6, 1/10)                   # used for training
-UNSEEN_DOSES = (1/3, 1/5, 1/8, 1/20)                 # held out: generalisation to unseen doses
-
-def dose_name(dose: float) -> str:
-    "'1/4' for 0.25: the dose as a fraction of the normal dose (the nearest 1/n)."
-    n = 1 / dose
-    return '1' if abs(n - 1) < 1e-6 else f"1/{n:.0f}" if abs(n - round(n)) < 1e-3 else f"{dose:.3g}"
+from .core import DOSES, SEEN_DOSES, UNSEEN_DOSES, dose_name   # defined once, in core: 1/2 ... 1/20, seen / unseen
+_all_ = ['DOSES', 'SEEN_DOSES', 'UNSEEN_DOSES', 'dose_name']
 
 # %% ../nbs/03_physics.ipynb #7b095750
 MU_WATER = 0.0192  # linear attenuation of water, 1/mm, at about 70 keV (the effective energy of a 120 kVp beam)
