@@ -148,3 +148,16 @@ def test_layering():
     mods = json.loads(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.replace("'", '"'))
     assert not {'founddiff.cli', 'founddiff.train', 'founddiff.evaluate'} & set(mods), mods
     assert not {'founddiff.sampler', 'founddiff.pipeline', 'founddiff.diffusion'} & set(mods), mods   # loaded only when asked for
+
+
+def test_stepper_real_sampler_and_saved_model(hu, tmp_path):
+    from founddiff.pipeline import Denoiser, save_model, load_model
+    from founddiff.diffusion import DADiffUNet, get_config
+    from founddiff.daclip import load_daclip
+    p = save_model(Denoiser(DADiffUNet(get_config('tiny')), load_daclip('small')), tmp_path / 'tiny.safetensors')
+    fig = sampler_stepper(hu, load_model(p), dose=0.1, pixel_spacing=SP)        # the real sampler, both presets
+    assert fig.layout.meta['presets'] == ['founddiff', 'rddm'] and len(fig.layout.sliders[0].steps) == 2
+    f = dose_slider(hu, str(p), doses=[0.5, 0.1], pixel_spacing=SP)            # a model by path
+    low, _ = simulate_doses(hu, [0.5, 0.1], generator=0, pixel_spacing=SP)
+    want = load_model(p).denoise(low, generator=0)
+    np.testing.assert_array_equal(_z(f.to_dict()['data'][1]['z']), np.clip(np.rint(want[0]), -32768, 32767).astype(np.int16))
