@@ -22,7 +22,11 @@ __all__ = ['LIVE_DOSES', 'as_slice', 'as_denoiser', 'psnr_ssim', 'dose_slider', 
 def _spacing_pair(pixel_spacing, shape, name: str = 'pixel_spacing') -> tuple[float, float]:
     "(row, column) spacing in mm from a number, a pair or None (the physics default: 350 mm across the larger side)."
     if pixel_spacing is None: return (DEFAULT_FOV_MM / max(shape),) * 2
-    vals = [pixel_spacing] * 2 if isinstance(pixel_spacing, numbers.Real) else list(np.asarray(pixel_spacing, dtype=np.float64).reshape(-1))
+    try:
+        if isinstance(pixel_spacing, (bool, str, bytes)): raise TypeError
+        vals = [pixel_spacing] * 2 if isinstance(pixel_spacing, numbers.Real) else list(np.asarray(pixel_spacing, dtype=np.float64).reshape(-1))
+        vals = [float(v) for v in vals]
+    except (TypeError, ValueError): vals = []
     if len(vals) != 2 or not all(math.isfinite(v) and v > 0 for v in vals):
         raise ValueError(f"{name} must be a positive number or a pair (row, column) in mm, got {pixel_spacing!r}")
     return float(vals[0]), float(vals[1])
