@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import founddiff
 from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES
-from .io import read_dicom, read_series, read_slice, CTReadError, CTImage
+from .io import read_dicom, read_series, read_slice, write_dicom, CTReadError, CTImage
 from .data import dose_images, dose_section
+from .physics import simulate_doses, dose_name
 
 # %% auto #0
-__all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'render_html', 'run_demo', 'main']
+__all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'demo_model', 'slider_section', 'render_html', 'run_demo',
+           'input_kind', 'process_volume', 'denoise_path', 'simulate_path', 'main']
 
 # %% ../nbs/14_cli.ipynb #10193c50
 DEMO_WINDOWS = ('abdomen', 'lung', 'brain')
@@ -51,7 +53,36 @@ def windows_section(images) -> dict:
     fig.tight_layout()
     return dict(title='Real CT at three display windows', png=_fig_png(fig), rows=rows, name='ct_windows')
 
+# %% ../nbs/14_cli.ipynb #b9e08e84
+def demo_model(name: str = 'small'):
+    "The shipped DA-Diff model `name` for the demo, or None (with the reason) when none ships."
+    from founddiff.pipeline import load_model
+    try: return load_model(name), None
+    except FileNotFoundError as e: return None, str(e).split(';')[0]
+
+def slider_section(images, model=None, *, max_display: int = 256, note: str | None = None) -> dict:
+    "A demo section: a dose slider per image (browser-only plotly), and its PSNR/SSIM table per dose."
+    from founddiff.widgets import dose_slider, figure_html
+    from founddiff.data import _window_for
+    divs, rows = [], []
+    for k, (name, img) in enumerate(images):
+        hu = img.hu if img.hu.ndim == 2 else img.hu[img.hu.shape[0] // 2]
+        stride = -(-max(hu.shape) // max_display)                          # ceil: at most max_display pixels shown
+        fig = dose_slider(CTImage(hu, dict(img.meta)), model, window='brain' if name == '693_UNCI.dcm' else _window_for(img.meta),
+                          display_stride=stride, model_label='DA-Diff', height=560)
+        divs.append(figure_html(fig, div_id=f'dose-slider-{k}'))
+        for m in fig.layout.meta['metrics']:
+            rows.append({'image': name, 'dose': m['dose'], 'seen in training': m['seen'], 'LDCT PSNR (dB)': round(m['ldct_psnr'], 2),
+                         'LDCT SSIM': round(m['ldct_ssim'], 4)} |
+                        ({'DA-Diff PSNR (dB)': round(m['output_psnr'], 2), 'DA-Diff SSIM': round(m['output_ssim'], 4)} if 'output_psnr' in m else {}))
+    text = ('Move the slider through the eight doses; the buttons set the display window; zoom one panel and all follow. '
+            'PSNR/SSIM against the NDCT partner on [-1000, 2000] HU scaled to [0, 1], full image, SSIM with a Gaussian window (sigma 1.5).')
+    return dict(title='Dose slider (interactive)', html='\n'.join(divs), text=text + (f' {note}' if note else ''), rows=rows,
+                name='dose_slider', plotly=True)
+
 # %% ../nbs/14_cli.ipynb #280d3272
+from .widgets import plotly_js
+
 def _table(rows) -> str:
     if not rows: return ''
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -61,16 +92,17 @@ def _table(rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 def render_html(sections, title: str = 'founddiff demo') -> str:
-    "A self-contained HTML page from demo sections (title, png bytes, table rows)."
+    "A self-contained HTML page from demo sections (title, png bytes, interactive html, text, table rows); plotly.js inlined once if a section needs it."
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;font-size:12px;margin:0.5em 0 2em}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "img{max-width:100%}</style></head><body>",
+             "img{max-width:100%}</style>" + (plotly_js() if any(s.get('plotly') for s in sections) else '') + "</head><body>",
              f"<h1>{html.escape(title)}</h1><p>founddiff {html.escape(founddiff.__version__)} &middot; "
              f"{html.escape(time.strftime('%Y-%m-%d %H:%M'))}</p>"]
     for s in sections:
         parts.append(f"<h2>{html.escape(s['title'])}</h2>")
         if s.get('png'): parts.append(f"<img alt='{html.escape(s['title'])}' src='data:image/png;base64,{base64.b64encode(s['png']).decode()}'>")
+        if s.get('html'): parts.append(s['html'])                      # interactive figures (built by founddiff.widgets)
         if s.get('text'): parts.append(f"<p>{html.escape(s['text'])}</p>")
         parts.append(_table(s.get('rows', [])))
     parts.append("</body></html>")
@@ -82,7 +114,9 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     import matplotlib
     if 'matplotlib.pyplot' not in sys.modules: matplotlib.use('Agg')
     images = load_demo_input(input)
-    sections = [windows_section(images), dose_section(dose_images(real=images))]
+    model, why = demo_model()
+    note = None if model is not None else f"No trained DA-Diff model ships yet ({why}): the panels show the LDCT, its difference to the NDCT partner, and the partner."
+    sections = [windows_section(images), dose_section(dose_images(real=images)), slider_section(images, model, note=note)]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     for s in sections:
         if s.get('png'):
@@ -91,6 +125,179 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     summary = {s['name']: s.get('rows', []) for s in sections}
     with atomic_write(out/'summary.json', 'w') as f: json.dump(summary, f, indent=1, default=str)
     return out
+
+# %% ../nbs/14_cli.ipynb #b396ab7f
+_NIFTI = ('.nii', '.nii.gz')
+
+def input_kind(path) -> str:
+    "'series' (a folder of DICOM slices), 'nifti' (.nii/.nii.gz) or 'dicom' (one slice) for an existing input path."
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_dir(): return 'series'
+    return 'nifti' if p.name.lower().endswith(_NIFTI) else 'dicom'
+
+def _check_output(inp: Path, out, kind: str) -> Path:
+    "The output path: of the input's kind (a folder for a series, a file otherwise), never the input itself or inside it."
+    out = Path(out)
+    ri, ro = inp.resolve(), out.resolve()
+    if ro == ri or ri in ro.parents: raise ValueError(f"--out {out}: is the input or inside it; the input is never written to")
+    if kind == 'series':
+        if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out}: the input is a series folder, so --out must be a folder")
+    else:
+        if out.is_dir(): raise IsADirectoryError(f"--out {out}: is a folder; the input is one file, so give a file name")
+        if kind == 'nifti' and not out.name.lower().endswith(_NIFTI): raise ValueError(f"--out {out}: a NIfTI input is written as NIfTI; end the name with .nii or .nii.gz")
+    return out
+
+def _nifti_slices(img):
+    "HU slices (Z, H, W) in radiological display orientation from a NIfTI image, and the function that puts such slices back in the file's own layout."
+    from nibabel.orientations import io_orientation, axcodes2ornt, ornt_transform, apply_orientation
+    own = io_orientation(img.affine)
+    to_ras, from_ras = ornt_transform(own, axcodes2ornt('RAS')), ornt_transform(axcodes2ornt('RAS'), own)
+    ras = apply_orientation(np.asarray(img.get_fdata(dtype=np.float32)), to_ras)    # (X, Y, Z) along R, A, S
+    slices = np.ascontiguousarray(ras[::-1, ::-1].transpose(2, 1, 0))                # (Z, rows posterior-ward, columns to the patient's left)
+    return slices, lambda s: apply_orientation(np.asarray(s).transpose(2, 1, 0)[::-1, ::-1], from_ras)
+
+def _write_nifti(hu_vol, img, path: Path, description: str) -> Path:
+    "`hu_vol` (in `img`'s own layout) as NIfTI with `img`'s affine and header, its data type and scaling kept; atomic."
+    import gzip, nibabel as nib
+    dt, slope, inter = img.get_data_dtype(), img.dataobj.slope, img.dataobj.inter
+    if np.issubdtype(dt, np.integer):                                       # integer storage: the same scaling, rounded
+        info = np.iinfo(dt)
+        data = np.clip(np.rint((hu_vol - inter) / slope), info.min, info.max).astype(dt)
+    else: data = hu_vol.astype(dt)
+    out = type(img)(data, img.affine, img.header.copy())
+    out.header.set_slope_inter(*((slope, inter) if np.issubdtype(dt, np.integer) else (1.0, 0.0)))
+    out.header['descrip'] = description[:79].encode('ascii', 'replace')
+    b = out.to_bytes()
+    with atomic_write(path) as f: f.write(gzip.compress(b, mtime=0) if path.name.lower().endswith('.gz') else b)
+    return path
+
+# %% ../nbs/14_cli.ipynb #c88f2c49
+_STATE = '.founddiff.json'
+
+def _chunks(n: int, size: int) -> list[list[int]]: return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+def process_volume(inp, out, fn,             # fn(hu (B, H, W), pixel spacing, slice indices) -> HU (B, H, W)
+                   *, settings: dict, description: str, batch_size: int = 8, progress: bool = True) -> dict:
+    "Apply `fn` to every slice of a DICOM slice, a DICOM series folder or a NIfTI volume and write the same format to `out`; resumable."
+    from tqdm.auto import tqdm
+    inp = Path(inp); kind = input_kind(inp); out = _check_output(inp, out, kind)
+    bar = lambda n: tqdm(total=n, unit='slice', desc=f"founddiff {settings['command']}", disable=not progress, file=sys.stderr)
+    if kind in ('dicom', 'nifti') and out.exists(): return dict(kind=kind, out=out, written=0, skipped=1)
+    if kind == 'dicom':
+        img = read_dicom(inp)
+        with bar(1) as b:
+            write_dicom(fn(img.hu[None], img.meta.get('pixel_spacing'), [0])[0], inp, out, description=description); b.update(1)
+        return dict(kind=kind, out=out, written=1, skipped=0)
+    if kind == 'nifti':
+        import nibabel as nib
+        try: img = nib.load(str(inp))
+        except Exception as e: raise CTReadError(f"{inp}: not a readable NIfTI file ({e})") from None
+        if len(img.shape) != 3: raise CTReadError(f"{inp}: expected a 3-D volume, got shape {img.shape}")
+        slices, back = _nifti_slices(img)
+        zooms = nib.as_closest_canonical(img).header.get_zooms()
+        res = np.empty_like(slices)
+        with bar(len(slices)) as b:
+            for idx in _chunks(len(slices), batch_size): res[idx] = fn(slices[idx], (float(zooms[1]), float(zooms[0])), idx); b.update(len(idx))
+        _write_nifti(back(res), img, out, description)
+        return dict(kind=kind, out=out, written=len(slices), skipped=0)
+    vol = read_series(inp)
+    names = [Path(p).name for p in vol.meta['slice_paths']]
+    out.mkdir(parents=True, exist_ok=True)
+    state, sf = dict(settings, input=str(inp.resolve()), n_slices=len(names)), out / _STATE
+    if sf.exists():                                                          # a run to resume: the same settings, the same series UID
+        old = json.loads(sf.read_text())
+        if {k: v for k, v in old.items() if k != 'series_uid'} != state:
+            raise ValueError(f"--out {out}: holds a run with other settings ({sf}); give another --out or remove it")
+        state['series_uid'] = old['series_uid']
+    else:
+        from pydicom.uid import generate_uid
+        state['series_uid'] = generate_uid()
+        with atomic_write(sf, 'w') as f: json.dump(state, f, indent=1)
+    todo = {i for i, n in enumerate(names) if not (out / n).exists()}
+    written = 0
+    with bar(len(names)) as b:
+        b.update(len(names) - len(todo))
+        for idx in _chunks(len(names), batch_size):
+            if not todo.intersection(idx): continue
+            res = fn(vol.hu[idx], vol.meta.get('pixel_spacing'), idx)        # the whole chunk: as in an uninterrupted run
+            for j, i in enumerate(idx):
+                if i in todo:
+                    write_dicom(res[j], vol.meta['slice_paths'][i], out / names[i], series_uid=state['series_uid'], description=description)
+                    written += 1; b.update(1)
+    return dict(kind=kind, out=out, written=written, skipped=len(names) - len(todo))
+
+# %% ../nbs/14_cli.ipynb #128b75d9
+def denoise_path(inp, out, *, model='small', device=None, batch_size: int = 8, steps: int | None = None, seed: int = 0,
+                 progress: bool = True) -> dict:
+    "Denoise a DICOM slice, a DICOM series folder or a NIfTI volume with `founddiff.load_model(model)`; the same format to `out`."
+    from founddiff.pipeline import load_model
+    kind = input_kind(inp); _check_output(Path(inp), out, kind)             # before the model loads
+    den = load_model(model, device=device)
+    steps = den.steps if steps is None else steps
+    fn = lambda hu, spacing, idx: den.denoise(hu, steps=steps, batch_size=batch_size, generator=seed + idx[0])
+    name = Path(str(model)).name.removesuffix('.safetensors')
+    return process_volume(inp, out, fn, settings=dict(command='denoise', model=str(model), steps=steps, batch_size=batch_size, seed=seed),
+                          batch_size=batch_size, progress=progress, description=f"founddiff: denoised ({name}, {steps} steps)")
+
+def simulate_path(inp, out, *, dose: float, seed: int = 0, batch_size: int = 8, progress: bool = True) -> dict:
+    "Simulate a DICOM slice, series or NIfTI volume at `dose` (a fraction of the normal dose) at its own size and spacing; the same format to `out`."
+    if isinstance(dose, bool) or not isinstance(dose, (int, float)) or not 0 < dose <= 1: raise ValueError(f"--dose must be a fraction of the normal dose in (0, 1], got {dose!r}")
+    def fn(hu, spacing, idx):                                               # one seed per slice: independent of the chunking
+        return simulate_doses(hu, [dose], generator=[seed * 1_000_003 + i for i in idx], pixel_spacing=spacing)[0][0]
+    return process_volume(inp, out, fn, settings=dict(command='simulate', dose=float(dose), seed=seed), batch_size=batch_size,
+                          progress=progress, description=f"founddiff: simulated {dose_name(dose)} dose")
+
+# %% ../nbs/14_cli.ipynb #7c646faf
+def _positive_int(s: str) -> int:
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+def _dose_arg(s: str) -> float:
+    "A dose fraction from '0.25' or '1/4'."
+    try: v = float(s) if '/' not in s else float(s.split('/')[0]) / float(s.split('/')[1])
+    except (ValueError, ZeroDivisionError): raise argparse.ArgumentTypeError(f"expected a dose fraction like 0.25 or 1/4, got {s!r}") from None
+    if not 0 < v <= 1: raise argparse.ArgumentTypeError(f"the dose is a fraction of the normal dose in (0, 1], got {s!r}")
+    return v
+
+_IN_HELP = 'a DICOM file, a folder holding one DICOM series, or a NIfTI volume (.nii, .nii.gz); only read, never written'
+_OUT_HELP = ('where to write the same format: a file for a file input, a folder for a series (created; a folder from an '
+             'interrupted run with the same settings is resumed, slices already written are skipped)')
+
+def _add_file_commands(sub):
+    "The `denoise` and `simulate` subcommands of `founddiff`."
+    d = sub.add_parser('denoise', help='denoise a DICOM slice, a DICOM series or a NIfTI volume, writing the same format',
+                       description='Denoise low-dose CT with a DA-Diff model (founddiff.load_model): each slice in HU through '
+                                   'DA-CLIP, the U-Net and the sampler. DICOM in, derived DICOM out (header and geometry kept, '
+                                   'new UIDs); NIfTI in, NIfTI out (affine and header kept).')
+    d.add_argument('input', metavar='IN', help=_IN_HELP)
+    d.add_argument('--out', '-o', required=True, help=_OUT_HELP)
+    d.add_argument('--model', '-m', default='small', help="a shipped model name or a .safetensors file written by founddiff.save_model (default: small)")
+    d.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: $FOUNDDIFF_DEVICE, else the best available)')
+    d.add_argument('--batch-size', type=_positive_int, default=8, help='slices per forward pass (default: 8)')
+    d.add_argument('--steps', type=_positive_int, default=None, help="network calls of the sampler (default: the model's, 2)")
+    d.add_argument('--seed', type=int, default=0, help='seed of the sampler\'s start noise (default: 0)')
+    s = sub.add_parser('simulate', help='simulate a lower dose of a DICOM slice, a DICOM series or a NIfTI volume',
+                       description='Simulate CT at a fraction of the normal dose, in the projection domain (fan beam, Poisson '
+                                   'and electronic noise, FBP; founddiff.physics), each slice at its own size and pixel spacing. '
+                                   'The same formats in and out as denoise.')
+    s.add_argument('input', metavar='IN', help=_IN_HELP)
+    s.add_argument('--dose', type=_dose_arg, required=True, help='the dose as a fraction of the normal dose: 0.25 or 1/4')
+    s.add_argument('--out', '-o', required=True, help=_OUT_HELP)
+    s.add_argument('--seed', type=int, default=0, help='seed of the noise (default: 0; each slice gets its own stream)')
+    s.add_argument('--batch-size', type=_positive_int, default=8, help='slices simulated together (default: 8)')
+    for q in (d, s): q.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+
+def _run_file_command(args) -> dict:
+    "Run `denoise` or `simulate` from parsed arguments and say what was written."
+    if args.command == 'denoise':
+        r = denoise_path(args.input, args.out, model=args.model, device=args.device, batch_size=args.batch_size,
+                         steps=args.steps, seed=args.seed, progress=not args.no_progress)
+    else: r = simulate_path(args.input, args.out, dose=args.dose, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"founddiff {args.command}: wrote {r['written']} slice(s) to {r['out']}" + (f" (skipped {r['skipped']} already written)" if r['skipped'] else ''))
+    return r
 
 # %% ../nbs/14_cli.ipynb #030a7599
 def _parser() -> argparse.ArgumentParser:
@@ -103,6 +310,7 @@ def _parser() -> argparse.ArgumentParser:
                                    'write ct_windows.png, doses.png, index.html and summary.json into --out.')
     d.add_argument('--input', '-i', default=None, help='a DICOM file, a folder holding one DICOM series, or a .npy slice (HU)')
     d.add_argument('--out', '-o', default='founddiff_demo', help='output folder (created; default: ./founddiff_demo)')
+    _add_file_commands(sub)
     return p
 
 def main(argv=None) -> int:
@@ -114,6 +322,7 @@ def main(argv=None) -> int:
             out = run_demo(args.input, args.out)
             print(f"founddiff demo: wrote {out/'ct_windows.png'}, {out/'doses.png'}, {out/'index.html'} and {out/'summary.json'}")
             print(f"open {(out/'index.html').resolve()} in a browser")
+        elif args.command in ('denoise', 'simulate'): _run_file_command(args)
     except (CTReadError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"founddiff {args.command}: error: {e}", file=sys.stderr); return 2
     return 0
