@@ -113,10 +113,12 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     "Run the demo: read CT, build the sections, write PNGs, `index.html` and `summary.json` into `out`."
     import matplotlib
     if 'matplotlib.pyplot' not in sys.modules: matplotlib.use('Agg')
+    from founddiff.data import dose_sections
     images = load_demo_input(input)
     model, why = demo_model()
     note = None if model is not None else f"No trained DA-Diff model ships yet ({why}): the panels show the LDCT, its difference to the NDCT partner, and the partner."
-    sections = [windows_section(images), dose_section(dose_images(real=images)), slider_section(images, model, note=note)]
+    sections = [windows_section(images), *dose_sections(dose_images(real=images)),   # real slices at their native size
+                slider_section(images, model, note=note)]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     for s in sections:
         if s.get('png'):
