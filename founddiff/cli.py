@@ -81,8 +81,6 @@ def slider_section(images, model=None, *, max_display: int = 256, note: str | No
                 name='dose_slider', plotly=True)
 
 # %% ../nbs/14_cli.ipynb #280d3272
-from .widgets import plotly_js
-
 def _table(rows) -> str:
     if not rows: return ''
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -93,6 +91,7 @@ def _table(rows) -> str:
 
 def render_html(sections, title: str = 'founddiff demo') -> str:
     "A self-contained HTML page from demo sections (title, png bytes, interactive html, text, table rows); plotly.js inlined once if a section needs it."
+    from founddiff.widgets import plotly_js                           # a face: loaded only when a page is written
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;font-size:12px;margin:0.5em 0 2em}td,th{border:1px solid #ccc;padding:3px 6px}"

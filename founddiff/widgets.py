@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import ipywidgets as widgets
 from .core import WINDOWS, SAMPLES, HU_MIN, HU_MAX, Window, exists, default, get_window, sample_path, hu_to_unit, unit_to_hu, to_numpy
 from .io import CTImage, read_slice
-from .physics import DOSES, SEEN_DOSES, DEFAULT_FOV_MM, dose_name, simulate_doses
+from .physics import DOSES, SEEN_DOSES, DEFAULT_FOV_MM, dose_name, simulate_doses, DoseSimulator
 
 # %% auto #0
 __all__ = ['LIVE_DOSES', 'as_slice', 'as_denoiser', 'psnr_ssim', 'dose_slider', 'apply_plotly', 'figure_html', 'plotly_js',
@@ -291,7 +291,7 @@ class LiveDoseSlider(widgets.VBox):
         wins, iw = _windows(window, windows)
         shown = (self.rows.stop - self.rows.start + self.stride - 1) // self.stride
         self.zoom = max(1, panel_px // max(shown, 1))
-        self.cache, self.partner = {}, None
+        self.cache, self.partner, self.sim = {}, None, None
         self.dose = widgets.SelectionSlider(options=[(f"{_dose_label(d)} ({_dose_tag(d)})", d) for d in doses], description='dose',
                                             value=min(doses, key=lambda d: abs(math.log(d / 0.25))), continuous_update=False,
                                             layout=widgets.Layout(width='520px'), style={'description_width': '40px'})
@@ -316,7 +316,8 @@ class LiveDoseSlider(widgets.VBox):
     def result(self, dose: float) -> dict:
         "LDCT, output (or None), partner and metrics at `dose`, simulated (and denoised) on first use, then cached."
         if dose not in self.cache:
-            low, ref = simulate_doses(self.hu, [dose], generator=self.seed, pixel_spacing=self.spacing)
+            if self.sim is None: self.sim = DoseSimulator(self.hu, pixel_spacing=self.spacing)   # projected once
+            low, ref = self.sim([dose], generator=self.seed)                 # then a back-projection per dose
             if self.partner is None: self.partner = ref                     # noise-free: one partner for every dose
             ref = self.partner
             out = self.denoiser(low)[0] if self.denoiser else None
