@@ -33,16 +33,22 @@ SELF_TEST = r"""
   function mouse(el, type, x, y) {
     el.dispatchEvent(new MouseEvent(type, {bubbles: true, cancelable: true, view: window, clientX: x, clientY: y, buttons: 1}));
   }
+  // plotly's slider applies its step in a requestAnimationFrame callback; a headless browser on virtual time does not
+  // always draw frames, so frames become timers here: the same callback runs, only its scheduling differs
+  window.requestAnimationFrame = function (cb) { return setTimeout(function () { cb(performance.now()); }, 16); };
   try {
     var before = state();
     var ticks = gd.querySelectorAll('.slider-tick-rect'), rail = gd.querySelector('.slider-rail-touch-rect');
+    rail.scrollIntoView({block: 'center'});                                       // the mouse acts on what is in view
     var tb = ticks[ticks.length - 1].getBoundingClientRect(), x = tb.left + tb.width / 2, y = rail.getBoundingClientRect().top + 5;
     mouse(rail, 'mousedown', x, y); mouse(rail, 'mouseup', x, y); mouse(document, 'mouseup', x, y);
-    setTimeout(function () {
+    var tries = 0;
+    (function wait() {                       // the slider applies its step on the next animation frame: wait for it (at most 10 s)
       var moved = state();
+      if (moved.title === before.title && ++tries < 50) { setTimeout(wait, 200); return; }
       mouse(gd.querySelectorAll('.updatemenu-button')[1], 'click', 0, 0);
-      setTimeout(function () { report({before: before, moved: moved, after: state(), n_ticks: ticks.length}); }, 500);
-    }, 500);
+      setTimeout(function () { report({before: before, moved: moved, after: state(), n_ticks: ticks.length, waits: tries}); }, 500);
+    })();
   } catch (e) { report({error: String(e)}); }
 })();
 """
@@ -55,7 +61,7 @@ def test_dose_slider_in_chromium(tmp_path):
     fig.write_html(page, include_plotlyjs=True, auto_play=False, post_script=SELF_TEST, div_id='founddiff-slider')
     assert '<script src=' not in page.read_text()                        # everything inline: works offline
     cmd = [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
-           f'--user-data-dir={tmp_path / "profile"}', '--virtual-time-budget=15000', '--enable-logging=stderr', '--v=0',
+           f'--user-data-dir={tmp_path / "profile"}', '--virtual-time-budget=20000', '--enable-logging=stderr', '--v=0',
            '--dump-dom', page.as_uri()]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     m = re.search(r'<pre id="founddiff-selftest">(.*?)</pre>', r.stdout, re.S)
@@ -72,5 +78,31 @@ def test_dose_slider_in_chromium(tmp_path):
     assert (b['cmin'], b['cmax']) == (WINDOWS['abdomen'].lo, WINDOWS['abdomen'].hi)
     assert a['button'] == 1 and (a['cmin'], a['cmax']) == (WINDOWS['lung'].lo, WINDOWS['lung'].hi)
     assert a['visible'] == mv['visible'] and a['images'] != mv['images']
+    console = [l for l in r.stderr.splitlines() if 'CONSOLE' in l and re.search(r'Uncaught|Error|WARN', l)]
+    assert not console, console
+
+
+def test_demo_page_in_chromium(tmp_path):
+    "The page `founddiff demo` writes (here for the bundled 128x128 slice): offline, no console errors, its slider and buttons work."
+    from founddiff.cli import run_demo
+    from founddiff.core import sample_path
+    out = run_demo(sample_path('CT_small.dcm'), tmp_path / 'demo')
+    page = (out / 'index.html').read_text()
+    assert '<script src=' not in page and page.count('Plotly.newPlot(') == 1
+    test_js = ("<script>window.addEventListener('load', function () { setTimeout(function () {"
+               + SELF_TEST.replace('{plot_id}', 'dose-slider-0') + "}, 300); });</script>")
+    probe = tmp_path / 'probe.html'
+    probe.write_text(page.replace('</body>', test_js + '</body>'))        # a copy of the page with the self-test added
+    cmd = [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
+           f'--user-data-dir={tmp_path / "profile"}', '--virtual-time-budget=20000', '--enable-logging=stderr', '--v=0',
+           '--dump-dom', probe.as_uri()]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="founddiff-selftest">(.*?)</pre>', r.stdout, re.S)
+    assert m, f"the self-test wrote nothing (chromium rc {r.returncode}); stderr tail:\n{r.stderr[-2000:]}"
+    res = json.loads(m.group(1).replace('&lt;', '<').replace('&gt;', '>').replace('&amp;', '&').replace('&quot;', '"'))
+    assert 'error' not in res, res
+    b, mv, a = res['before'], res['moved'], res['after']
+    assert b['visible'] == ['ldct 1/4', 'diff 1/4', 'NDCT'] and mv['visible'] == ['ldct 1/20', 'diff 1/20', 'NDCT'], (b['visible'], mv['visible'])
+    assert mv['images'] != b['images'] and a['cmin'] != mv['cmin'] and a['images'] != mv['images']
     console = [l for l in r.stderr.splitlines() if 'CONSOLE' in l and re.search(r'Uncaught|Error|WARN', l)]
     assert not console, console
