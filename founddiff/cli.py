@@ -4,18 +4,18 @@
 
 # %% ../nbs/14_cli.ipynb #f1ea60af
 from __future__ import annotations
-import argparse, base64, html, io as _io, json, sys, time
+import argparse, base64, html, io as _io, json, os, shutil, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import founddiff
-from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES
+from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES, check_path
 from .io import read_dicom, read_series, read_slice, write_dicom, CTReadError, CTImage
 from .data import dose_images, dose_section
 from .physics import simulate_doses, dose_name
 
 # %% auto #0
 __all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'demo_model', 'slider_section', 'render_html', 'run_demo',
-           'input_kind', 'process_volume', 'denoise_path', 'simulate_path', 'main']
+           'input_kind', 'process_volume', 'denoise_path', 'simulate_path', 'check_out_dir', 'main']
 
 # %% ../nbs/14_cli.ipynb #10193c50
 DEMO_WINDOWS = ('abdomen', 'lung', 'brain')
@@ -132,14 +132,14 @@ _NIFTI = ('.nii', '.nii.gz')
 
 def input_kind(path) -> str:
     "'series' (a folder of DICOM slices), 'nifti' (.nii/.nii.gz) or 'dicom' (one slice) for an existing input path."
-    p = Path(path)
+    p = check_path(path, 'IN')
     if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder")
     if p.is_dir(): return 'series'
     return 'nifti' if p.name.lower().endswith(_NIFTI) else 'dicom'
 
 def _check_output(inp: Path, out, kind: str) -> Path:
     "The output path: of the input's kind (a folder for a series, a file otherwise), never the input itself or inside it."
-    out = Path(out)
+    out = check_path(out, '--out')
     ri, ro = inp.resolve(), out.resolve()
     if ro == ri or ri in ro.parents: raise ValueError(f"--out {out}: is the input or inside it; the input is never written to")
     if kind == 'series':
@@ -289,7 +289,9 @@ def _add_file_commands(sub):
     s.add_argument('--out', '-o', required=True, help=_OUT_HELP)
     s.add_argument('--seed', type=int, default=0, help='seed of the noise (default: 0; each slice gets its own stream)')
     s.add_argument('--batch-size', type=_positive_int, default=8, help='slices simulated together (default: 8)')
-    for q in (d, s): q.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    for q in (d, s):
+        q.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+        q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback when something fails')
 
 def _run_file_command(args) -> dict:
     "Run `denoise` or `simulate` from parsed arguments and say what was written."
@@ -301,9 +303,16 @@ def _run_file_command(args) -> dict:
     return r
 
 # %% ../nbs/14_cli.ipynb #030a7599
+class _UsageError(Exception): "A command-line usage error (argparse's message)."
+
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a usage error is raised (main prints it as one line) instead of printing usage and exiting."
+    def error(self, message): raise _UsageError(message)
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='founddiff', description='Dose- and anatomy-aware diffusion for low-dose CT (FoundDiff), on a CPU or a GPU.')
+    p = _Parser(prog='founddiff', description='Dose- and anatomy-aware diffusion for low-dose CT (FoundDiff), on a CPU or a GPU.')
     p.add_argument('--version', action='version', version=f'founddiff {founddiff.__version__}')
+    p.add_argument('--debug', action='store_true', help='show the full traceback when something fails')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     d = sub.add_parser('demo', help='show real CT (bundled samples or --input) and write an image and an HTML page',
                        description='Read CT (bundled real slices by default), render it at three display windows with '
@@ -311,19 +320,48 @@ def _parser() -> argparse.ArgumentParser:
                                    'write ct_windows.png, doses.png, index.html and summary.json into --out.')
     d.add_argument('--input', '-i', default=None, help='a DICOM file, a folder holding one DICOM series, or a .npy slice (HU)')
     d.add_argument('--out', '-o', default='founddiff_demo', help='output folder (created; default: ./founddiff_demo)')
+    d.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback when something fails')
     _add_file_commands(sub)
     return p
 
+def check_out_dir(out, name: str = '--out') -> Path:
+    "An output folder that can be created or written: refuse an existing file, a path under a file, a read-only place."
+    p = check_path(out, name)
+    if p.exists() and not p.is_dir(): raise NotADirectoryError(f"{name} {p}: is an existing file, not a folder")
+    for q in p.parents:
+        if q.exists():
+            if not q.is_dir(): raise NotADirectoryError(f"{name} {p}: {q} is a file, not a folder")
+            if not p.exists() and not os.access(q, os.W_OK | os.X_OK): raise PermissionError(f"{name} {p}: cannot create it, {q} is not writable")
+            break
+    if p.is_dir() and not os.access(p, os.W_OK | os.X_OK): raise PermissionError(f"{name} {p}: the folder is not writable")
+    return p
+
+def _one_line(e: BaseException) -> str:
+    msg = ' '.join(str(e).split()) or type(e).__name__
+    if not isinstance(e, (ValueError, TypeError, OSError, _UsageError)): msg = f"{type(e).__name__}: {msg} (run with --debug for the traceback)"
+    return msg
+
 def main(argv=None) -> int:
-    "Entry point of the `founddiff` command."
-    args = _parser().parse_args(argv)
-    if args.command is None: _parser().print_help(); return 0
+    "Entry point of the `founddiff` command: 0 on success; on any failure one line on stderr and status 2."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in argv
+    if not debug: warnings.filterwarnings('ignore', module='pydicom')   # its grumbles about damaged files: we say it once
+    out, created = None, False
     try:
+        args = _parser().parse_args(argv)
+        if args.command is None: _parser().print_help(); return 0
         if args.command == 'demo':
-            out = run_demo(args.input, args.out)
+            out = check_out_dir(args.out)               # checked before any work starts
+            created = not out.exists()
+            out = run_demo(args.input, out)
             print(f"founddiff demo: wrote {out/'ct_windows.png'}, {out/'doses.png'}, {out/'index.html'} and {out/'summary.json'}")
             print(f"open {(out/'index.html').resolve()} in a browser")
         elif args.command in ('denoise', 'simulate'): _run_file_command(args)
-    except (CTReadError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"founddiff {args.command}: error: {e}", file=sys.stderr); return 2
-    return 0
+        return 0
+    except KeyboardInterrupt:
+        print("founddiff: error: interrupted", file=sys.stderr); return 130
+    except Exception as e:
+        if created and out is not None and out.is_dir():  # no partial output: remove the folder this run created
+            shutil.rmtree(out, ignore_errors=True)
+        if debug: raise
+        print(f"founddiff: error: {_one_line(e)}", file=sys.stderr); return 2

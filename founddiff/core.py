@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #a4a9693a
 from __future__ import annotations
-import os, random, tempfile, contextlib
+import os, math, numbers, random, tempfile, contextlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,9 +13,10 @@ import torch
 
 # %% auto #0
 __all__ = ['HU_MIN', 'HU_MAX', 'WINDOWS', 'SAMPLES', 'REGIONS', 'DOSES', 'SEEN_DOSES', 'UNSEEN_DOSES', 'WEIGHT_HEADER_FIELDS',
-           'exists', 'default', 'get_device', 'seed_everything', 'as_generator', 'hu_to_unit', 'unit_to_hu', 'Window',
-           'get_window', 'sample_path', 'to_numpy', 'show_ct', 'atomic_write', 'dose_name', 'DAEmbedding',
-           'save_weights', 'read_weights_header', 'load_weights', 'config_from_dict']
+           'exists', 'default', 'check_number', 'check_choice', 'check_finite', 'check_path', 'get_device',
+           'seed_everything', 'as_generator', 'hu_to_unit', 'unit_to_hu', 'Window', 'get_window', 'sample_path',
+           'to_numpy', 'show_ct', 'atomic_write', 'dose_name', 'DAEmbedding', 'save_weights', 'read_weights_header',
+           'load_weights', 'config_from_dict']
 
 # %% ../nbs/00_core.ipynb #40065c0d
 def exists(x) -> bool:
@@ -27,15 +28,74 @@ def default(x, d):
     if exists(x): return x
     return d() if callable(d) else d
 
+# %% ../nbs/00_core.ipynb #dffb22c2
+def check_number(x, name: str, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False, integer: bool = False):
+    "`x` as a Python float (int if `integer`), refusing non-numbers, bools, complex, NaN/inf and values outside [`lo`, `hi`]."
+    if isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == 0 and not isinstance(x, str): x = x.item()
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        kind = 'complex' if isinstance(x, numbers.Complex) and not isinstance(x, bool) else type(x).__name__
+        raise TypeError(f"{name} must be a real number, got {kind} {x!r}")
+    if integer:
+        if not isinstance(x, numbers.Integral) and not (math.isfinite(x) and float(x).is_integer()):
+            raise TypeError(f"{name} must be an integer, got {x!r}")
+        v = int(x) if math.isfinite(x) else x
+    else: v = float(x)
+    if not math.isfinite(v): raise ValueError(f"{name} must be finite, got {x!r}")
+    if exists(lo) and (v < lo or (lo_open and v == lo)):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {x!r}")
+    if exists(hi) and (v > hi or (hi_open and v == hi)):
+        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi:g}, got {x!r}")
+    return v
+
+def check_choice(x, name: str, choices):
+    "`x` if it is one of `choices`, else a ValueError (TypeError for a non-string) naming `name` and the choices."
+    if not isinstance(x, str): raise TypeError(f"{name} must be one of {list(choices)}, got {type(x).__name__} {x!r}")
+    if x not in choices: raise ValueError(f"{name} must be one of {list(choices)}, got {x!r}")
+    return x
+
+def check_finite(x, name: str):
+    "`x` (numpy array or torch tensor, unchanged) if it holds only finite real numbers; else an error naming `name`."
+    a = x if isinstance(x, (np.ndarray, torch.Tensor)) else np.asarray(x)
+    if isinstance(a, torch.Tensor):
+        if a.is_complex(): raise TypeError(f"{name} must be real, got a complex tensor ({a.dtype})")
+        if a.dtype == torch.bool: raise TypeError(f"{name} must hold numbers, got a bool tensor")
+        if a.is_floating_point() and a.numel() and not bool(torch.isfinite(a).all()):
+            raise ValueError(f"{name} holds {int((~torch.isfinite(a)).sum())} NaN/inf values")
+        return x
+    if np.iscomplexobj(a): raise TypeError(f"{name} must be real, got complex values ({a.dtype})")
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+        raise TypeError(f"{name} must hold numbers, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating) and a.size and not np.isfinite(a).all():
+        raise ValueError(f"{name} holds {int((~np.isfinite(a)).sum())} NaN/inf values")
+    return x
+
+def check_path(p, name: str = 'path') -> Path:
+    "`p` (a str or os.PathLike) as a `Path`; a TypeError/ValueError naming `name` for anything else."
+    if isinstance(p, bytes) or not isinstance(p, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or pathlib.Path), got {type(p).__name__} {p!r}")
+    s = os.fspath(p)
+    if not isinstance(s, str): raise TypeError(f"{name} must be a text path, got {type(s).__name__}")
+    if not s.strip(): raise ValueError(f"{name} is empty")
+    if '\x00' in s: raise ValueError(f"{name} contains a NUL byte: {s!r}")
+    return Path(s)
+
 # %% ../nbs/00_core.ipynb #93f02fb2
 def get_device(prefer: str | torch.device | None = None) -> torch.device:
     "The device to use: `prefer` (or `$FOUNDDIFF_DEVICE`) if given, else cuda, then mps, then cpu."
+    src = 'prefer' if exists(prefer) else '$FOUNDDIFF_DEVICE'
     prefer = default(prefer, os.environ.get('FOUNDDIFF_DEVICE') or None)
     if exists(prefer):
-        dev = torch.device(prefer)
+        if not isinstance(prefer, (str, torch.device)):
+            raise TypeError(f"{src} must be a device name such as 'cpu', 'cuda' or 'mps', got {type(prefer).__name__} {prefer!r}")
+        try: dev = torch.device(prefer.strip() if isinstance(prefer, str) else prefer)
+        except (RuntimeError, ValueError): raise ValueError(f"{src} {prefer!r} is not a device name; use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
+        if dev.type not in ('cpu', 'cuda', 'mps'): raise ValueError(f"{src} {prefer!r}: founddiff runs on 'cpu', 'cuda' or 'mps', not {dev.type!r}")
         if dev.type == 'cuda' and not torch.cuda.is_available():
             raise RuntimeError(f"device {str(prefer)!r} was asked for, but torch sees no CUDA GPU "
                                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
+        if dev.type == 'cuda' and exists(dev.index) and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{src} {prefer!r}: there are only {torch.cuda.device_count()} CUDA devices")
         if dev.type == 'mps' and not (hasattr(torch.backends, 'mps') and torch.backends.mps.is_available()):
             raise RuntimeError(f"device {str(prefer)!r} was asked for, but MPS is not available")
         return dev
@@ -46,6 +106,7 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
 # %% ../nbs/00_core.ipynb #ffa50f52
 def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generator:
     "Seed `random`, numpy and torch (all devices); return a CPU `torch.Generator` seeded the same way."
+    seed = check_number(seed, 'seed', lo=0, hi=2**63 - 1, integer=True)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -57,7 +118,10 @@ def as_generator(generator, device='cpu') -> torch.Generator | None:
     "A torch.Generator from a Generator, an int seed (a new generator on `device`) or None (torch's global one)."
     if generator is None or isinstance(generator, torch.Generator): return generator
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
-        return torch.Generator(device=device).manual_seed(int(generator))
+        if not -2**63 <= int(generator) < 2**64: raise ValueError(f"generator seed {int(generator)} is out of range (64 bits)")
+        try: g = torch.Generator(device=device)
+        except (RuntimeError, TypeError, ValueError) as e: raise ValueError(f"device {device!r} cannot hold a generator ({e})") from None
+        return g.manual_seed(int(generator))
     raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
 
 # %% ../nbs/00_core.ipynb #358d4c0f
@@ -66,20 +130,31 @@ HU_MIN, HU_MAX = -1000.0, 2000.0  # FoundDiff's normalisation window: [-1000, 20
 def _clip(x, lo, hi):
     return x.clamp(lo, hi) if isinstance(x, torch.Tensor) else np.clip(x, lo, hi)
 
-def _float(x):
-    "Floating copy of `x` (numpy or torch), keeping float dtypes, promoting ints to float32."
-    if isinstance(x, torch.Tensor): return x if x.is_floating_point() else x.float()
-    x = np.asarray(x)
+def _float(x, name: str = 'hu'):
+    "Floating view of `x` (numpy or torch), keeping float dtypes, promoting ints to float32; refuses complex, NaN, inf."
+    if isinstance(x, torch.Tensor):
+        if x.device.type == 'cpu': check_finite(x, name)   # on a GPU only the dtype is checked (no host sync)
+        elif x.is_complex() or x.dtype == torch.bool: raise TypeError(f"{name} must hold real numbers, got {x.dtype}")
+        return x if x.is_floating_point() else x.float()
+    if isinstance(x, str) or x is None: raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
+    x = np.asarray(x); check_finite(x, name)
     return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
+
+def _lo_hi(lo, hi):
+    lo, hi = check_number(lo, 'lo'), check_number(hi, 'hi')
+    if hi <= lo: raise ValueError(f"hi must be greater than lo, got lo={lo:g}, hi={hi:g}")
+    return lo, hi
 
 def hu_to_unit(hu, clip: bool = True, lo: float = HU_MIN, hi: float = HU_MAX):
     "Map HU to [0, 1] over [`lo`, `hi`] (default [-1000, 2000]); numpy in numpy out, torch in torch out."
-    x = (_float(hu) - lo) / (hi - lo)
+    lo, hi = _lo_hi(lo, hi)
+    x = (_float(hu, 'hu') - lo) / (hi - lo)
     return _clip(x, 0.0, 1.0) if clip else x
 
 def unit_to_hu(x, lo: float = HU_MIN, hi: float = HU_MAX):
     "Inverse of `hu_to_unit`: [0, 1] back to HU."
-    return _float(x) * (hi - lo) + lo
+    lo, hi = _lo_hi(lo, hi)
+    return _float(x, 'x') * (hi - lo) + lo
 
 # %% ../nbs/00_core.ipynb #494f33bf
 @dataclass(frozen=True)
@@ -87,6 +162,8 @@ class Window:
     "A CT display window: `width` and `level` (centre) in HU."
     width: float
     level: float
+    def __post_init__(self):
+        check_number(self.width, 'window width', lo=0, lo_open=True); check_number(self.level, 'window level')
     @property
     def lo(self) -> float: return self.level - self.width / 2
     @property
@@ -110,15 +187,20 @@ def get_window(window) -> Window:
     if isinstance(window, str):
         try: return WINDOWS[window.lower()]
         except KeyError: raise ValueError(f"unknown window {window!r}; choose one of {sorted(WINDOWS)} or pass (width, level)") from None
-    w, l = window
-    if w <= 0: raise ValueError(f"window width must be positive, got {w}")
-    return Window(float(w), float(l))
+    if not isinstance(window, (tuple, list, np.ndarray)) or len(window) != 2:
+        raise TypeError(f"window must be a name in WINDOWS, a Window or a (width, level) pair, got {window!r}")
+    w, l = check_number(window[0], 'window width'), check_number(window[1], 'window level')
+    if w <= 0: raise ValueError(f"window width must be positive, got {window[0]!r}")
+    return Window(w, l)
 
 # %% ../nbs/00_core.ipynb #232a2ca4
 SAMPLES = ('693_UNCI.dcm', 'CT_small.dcm')
 
 def sample_path(name: str = '693_UNCI.dcm') -> Path:
     "Path of a sample file shipped inside the package (see `SAMPLES`)."
+    if not isinstance(name, str): raise TypeError(f"name must be a sample file name (str), got {type(name).__name__} {name!r}")
+    if not name or '/' in name or '\\' in name or name in ('.', '..'):
+        raise ValueError(f"name must be a plain file name such as {SAMPLES[0]!r}, got {name!r}")
     p = Path(str(resources.files('founddiff') / 'samples' / name))
     if not p.exists():
         raise FileNotFoundError(f"no bundled sample {name!r} (looked in {p.parent}); available: {sorted(x.name for x in p.parent.glob('*.dcm'))}")
@@ -133,7 +215,10 @@ def to_numpy(x) -> np.ndarray:
 def show_ct(hu, window='abdomen', ax=None, title: str | None = None, colorbar: bool = False, figsize=(3, 3), **kwargs):
     "Show a CT slice given in HU through `window` (a name in `WINDOWS`, a `Window` or `(width, level)`)."
     import matplotlib.pyplot as plt
-    img = to_numpy(hu).astype(np.float32)
+    a = to_numpy(hu)
+    if a.dtype == bool or np.iscomplexobj(a) or not np.issubdtype(a.dtype, np.number):
+        raise TypeError(f"hu must be an array of real numbers (HU), got dtype {a.dtype}")
+    img = a.astype(np.float32)
     while img.ndim > 2 and img.shape[0] == 1: img = img[0]
     if img.ndim != 2: raise ValueError(f"show_ct expects one slice (H, W), got shape {tuple(to_numpy(hu).shape)}")
     w = get_window(window)
@@ -150,14 +235,27 @@ def _umask() -> int:
 @contextlib.contextmanager
 def atomic_write(path, mode: str = 'wb'):
     "Open a temporary file next to `path` for writing; on success rename it to `path`, on error delete it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+    path = check_path(path, 'path')
+    if mode not in ('w', 'wb', 'wt'): raise ValueError(f"mode must be 'w', 'wt' or 'wb', got {mode!r}")
+    if path.is_dir(): raise IsADirectoryError(f"{path}: is a folder, cannot write a file there")
+    for q in path.parents:
+        if q.exists():
+            if not q.is_dir(): raise NotADirectoryError(f"{path}: {q} is a file, not a folder")
+            break
+    new_dirs = [q for q in path.parents if not q.exists()]   # folders this call creates (removed again on failure)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with os.fdopen(fd, mode) as f: yield f
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+        try:
+            with os.fdopen(fd, mode) as f: yield f
+            os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600 files; give the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+            raise
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        for q in new_dirs:                     # deepest first; only if still empty
+            with contextlib.suppress(OSError): q.rmdir()
         raise
 
 # %% ../nbs/00_core.ipynb #30c6f069

@@ -4,18 +4,22 @@
 
 # %% ../nbs/01_io.ipynb #5aae373f
 from __future__ import annotations
-import copy, datetime, re, warnings
+import atexit, contextlib, copy, datetime, io as _io, math, os, re, stat, struct, subprocess, sys, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import torch
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid, ExplicitVRLittleEndian
-from .core import sample_path, atomic_write, show_ct, exists
+from .core import (sample_path, atomic_write, show_ct, exists, default, check_number, check_choice,
+                            check_finite, check_path)
 
 # %% auto #0
-__all__ = ['HU_FLOOR', 'MAYO2020_DOSE', 'MAYO2020_REGION', 'CTReadError', 'MissingCodecError', 'ct_metadata', 'CTImage',
-           'read_dicom', 'write_dicom', 'read_series', 'CTPair', 'find_pairs', 'read_npy', 'read_slice']
+__all__ = ['HU_FLOOR', 'MISSING_RESCALE', 'ISOLATE_CODECS', 'MAYO2020_DOSE', 'MAYO2020_REGION', 'CTReadError',
+           'MissingCodecError', 'ct_metadata', 'CTImage', 'read_dicom', 'write_dicom', 'read_series', 'CTPair',
+           'find_pairs', 'read_npy', 'read_slice']
 
 # %% ../nbs/01_io.ipynb #0e381beb
 class CTReadError(ValueError):
@@ -24,12 +28,16 @@ class CTReadError(ValueError):
 class MissingCodecError(CTReadError):
     "The pixel data is compressed with a transfer syntax no installed decoder handles."
 
+class _NotDicomError(CTReadError):
+    "The file is not DICOM at all (a series folder may hold such files next to its slices)."
+
 # Packages that decode each compressed transfer syntax (pydicom plugins). We prefer permissive licences:
 # python-gdcm (BSD-like) and pylibjpeg-openjpeg (MIT); pylibjpeg-libjpeg is GPLv3 and only mentioned as an alternative.
 _CODEC_HINTS = {
     'JPEG 2000': 'pip install pylibjpeg pylibjpeg-openjpeg   (or: pip install python-gdcm)',
     'JPEG-LS': 'pip install python-gdcm   (or: pip install pyjpegls)',
     'JPEG Lossless': 'pip install python-gdcm   (or, GPLv3: pip install pylibjpeg pylibjpeg-libjpeg)',
+    'JPEG Extended': 'pip install pylibjpeg pylibjpeg-libjpeg   (GPLv3; the 12-bit JPEG that GDCM and Pillow do not decode)',
     'JPEG': 'pip install python-gdcm   (or: pip install pylibjpeg pylibjpeg-libjpeg)',
     'RLE': 'pip install pylibjpeg pylibjpeg-rle   (pydicom also decodes RLE with numpy alone)',
     'Deflate': 'pydicom decodes deflated files itself; reinstall pydicom',
@@ -50,6 +58,19 @@ def _num(v, typ=float):
         return typ(v)
     except (TypeError, ValueError): return None
 
+class _Unreadable(str):
+    "The raw text of an element pydicom could not convert (e.g. RescaleSlope 'abc'): never a number."
+
+def _get(ds, kw, default=None):
+    "`ds.get(kw)`, but a value pydicom cannot convert comes back as `_Unreadable` text instead of raising."
+    try:
+        with warnings.catch_warnings():   # pydicom warns about invalid values; we report them ourselves
+            warnings.simplefilter('ignore'); return ds.get(kw, default)
+    except Exception:
+        try: raw = ds.get_item(kw).value
+        except Exception: raw = b'?'
+        return _Unreadable(raw.decode('latin-1', 'replace') if isinstance(raw, bytes) else str(raw))
+
 def _str(v):
     if v is None: return None
     if isinstance(v, (pydicom.multival.MultiValue, list, tuple)): return '\\'.join(str(x).strip() for x in v)
@@ -58,7 +79,8 @@ def _str(v):
 
 def ct_metadata(ds: pydicom.Dataset) -> dict:
     "The metadata a CT user needs from a DICOM dataset, as a flat dict (missing elements are `None`)."
-    g = ds.get
+    if not isinstance(ds, pydicom.Dataset): raise TypeError(f"ds must be a pydicom Dataset, got {type(ds).__name__}")
+    g = lambda kw: _get(ds, kw)
     ps = _num(g('PixelSpacing'))
     return dict(
         modality=_str(g('Modality')), manufacturer=_str(g('Manufacturer')), model=_str(g('ManufacturerModelName')),
@@ -79,6 +101,7 @@ def ct_metadata(ds: pydicom.Dataset) -> dict:
 
 # %% ../nbs/01_io.ipynb #b1ee46f6
 HU_FLOOR = -1024.0  # stored CT numbers below this are padding / outside the field of view
+MISSING_RESCALE = ('error', 'assume-hu', 'raw-minus-1024')  # what read_dicom does when a CT file has no rescale
 
 @dataclass
 class CTImage:
@@ -89,119 +112,476 @@ class CTImage:
     def shape(self): return self.hu.shape
     def __repr__(self):
         m = self.meta
-        return (f"CTImage(shape={self.hu.shape}, HU [{self.hu.min():.0f}, {self.hu.max():.0f}], "
+        rng = f"HU [{self.hu.min():.0f}, {self.hu.max():.0f}]" if self.hu.size else 'empty'
+        return (f"CTImage(shape={self.hu.shape}, {rng}, "
                 f"spacing={m.get('pixel_spacing')}, kernel={m.get('kernel')}, kVp={m.get('kvp')}, path={m.get('path')})")
 
-def _dcmread(path: Path, **kw) -> pydicom.Dataset:
-    if not path.exists(): raise CTReadError(f"{path}: no such file")
-    if path.is_dir(): raise CTReadError(f"{path}: is a folder; use read_series for a folder of slices")
-    try: return pydicom.dcmread(path, **kw)
-    except InvalidDicomError:
-        try:  # old files without the 128-byte preamble
+def _open_regular(path: Path):
+    "Open `path` for reading only if it is a regular, non-empty file (a FIFO or device is refused before any open)."
+    try: st = os.stat(path)
+    except FileNotFoundError: raise CTReadError(f"{path}: no such file") from None
+    except OSError as e: raise CTReadError(f"{path}: cannot access it ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode): raise CTReadError(f"{path}: is a folder; use read_series for a folder of slices")
+    if not stat.S_ISREG(st.st_mode):
+        kind = 'a named pipe (FIFO)' if stat.S_ISFIFO(st.st_mode) else 'a device' if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else 'a socket' if stat.S_ISSOCK(st.st_mode) else 'not a regular file'
+        raise CTReadError(f"{path}: is {kind}, not a regular file; refusing to read it")
+    if st.st_size == 0: raise CTReadError(f"{path}: is empty (0 bytes)")
+    try: fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))   # never blocks, even if swapped for a FIFO
+    except OSError as e: raise CTReadError(f"{path}: cannot open it ({e.strerror or e})") from None
+    f = os.fdopen(fd, 'rb')
+    if not stat.S_ISREG(os.fstat(fd).st_mode): f.close(); raise CTReadError(f"{path}: is not a regular file; refusing to read it")
+    return f, os.fstat(fd).st_size
+
+def _check_complete(ds, path, size):
+    "Truncation check: the last top-level element must end exactly where the file ends."
+    ts = getattr(getattr(ds, 'file_meta', None), 'TransferSyntaxUID', None)
+    if ts is not None and 'Deflate' in getattr(ts, 'name', ''): return   # offsets refer to the inflated stream
+    tags = list(ds.keys())
+    if not tags: return
+    raw = ds.get_item(tags[-1])
+    tell = getattr(raw, 'value_tell', None)
+    if tell is None: return
+    n = raw.length if raw.length != 0xFFFFFFFF else (len(raw.value or b'') + 8 if isinstance(raw.value, bytes) else None)
+    if n is None: return
+    end = tell + n
+    name = pydicom.datadict.keyword_for_tag(tags[-1]) or str(tags[-1])
+    if end > size:
+        raise CTReadError(f"{path}: truncated: the file ends inside element {name} ({size} bytes, the element needs {end})")
+    if 0 < size - end < 12:   # pydicom stops silently at a partial element header
+        raise CTReadError(f"{path}: truncated: the file ends inside an element header ({size - end} stray bytes after {name})")
+
+def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    f, size = _open_regular(path)
+    with f:
+        try:
             with warnings.catch_warnings():
-                warnings.simplefilter('ignore'); ds = pydicom.dcmread(path, force=True, **kw)
-        except Exception: ds = None
-        if ds is not None and 'SOPClassUID' in ds and ('Rows' in ds or 'Modality' in ds):
-            if not hasattr(ds, 'file_meta') or 'TransferSyntaxUID' not in ds.file_meta:
-                ds.file_meta = pydicom.dataset.FileMetaDataset(); ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-            return ds
-        raise CTReadError(f"{path}: not a DICOM file (no 'DICM' header and no readable DICOM elements)") from None
-    except (EOFError, OSError, ValueError, TypeError, KeyError) as e:
-        raise CTReadError(f"{path}: unreadable or truncated DICOM file ({type(e).__name__}: {e})") from None
+                warnings.simplefilter('ignore')
+                ds = pydicom.dcmread(f, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            ds = None
+            try:  # old files without the 128-byte preamble
+                f.seek(0)
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore'); ds = pydicom.dcmread(f, force=True, stop_before_pixels=stop_before_pixels)
+            except Exception: ds = None
+            if ds is None or 'SOPClassUID' not in ds or not ('Rows' in ds or 'Modality' in ds):
+                raise _NotDicomError(f"{path}: not a DICOM file (no 'DICM' header and no readable DICOM elements"
+                                     f"{'; only ' + str(size) + ' bytes, it may be truncated' if size < 132 else ''})") from None
+        except Exception as e:   # struct.error, EOFError, BytesLengthException, ... from a file cut inside an element
+            raise CTReadError(f"{path}: unreadable or truncated DICOM file ({type(e).__name__}: {e})") from None
+        fm = getattr(ds, 'file_meta', None)
+        if fm is None or 'TransferSyntaxUID' not in fm:   # pydicom guessed the encoding; name it so checks can run
+            implicit, little = getattr(ds, 'original_encoding', (None, None))
+            if fm is None: ds.file_meta = fm = pydicom.dataset.FileMetaDataset()
+            fm.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                    pydicom.uid.ExplicitVRLittleEndian if little is not False else pydicom.uid.ExplicitVRBigEndian)
+            pd = ds.get_item('PixelData') if 'PixelData' in ds else None
+            raw = getattr(pd, 'value', None)
+            if isinstance(raw, bytes) and raw[:4] == b'\xfe\xff\x00\xe0' or getattr(pd, 'length', 0) == 0xFFFFFFFF:
+                raise CTReadError(f"{path}: the file meta has no TransferSyntaxUID and the pixel data is compressed; cannot tell how to decode it")
+        if not stop_before_pixels: _check_complete(ds, path, size)
+    return ds
 
 def _check_ct(ds, path, allow_non_ct):
-    mod = ds.get('Modality')
+    if 'Modality' not in ds:
+        hint = 'the file is truncated or is not an image' if 'PixelData' not in ds else 'not a conformant CT image'
+        if allow_non_ct and 'PixelData' in ds: return
+        raise CTReadError(f"{path}: has no Modality element ({hint})")
+    mod = _get(ds, 'Modality')
     if mod != 'CT' and not allow_non_ct:
         raise CTReadError(f"{path}: modality is {mod!r}, not 'CT'; its numbers are not Hounsfield units "
                           f"(pass allow_non_ct=True to read it anyway)")
 
+def _int_field(ds, kw, path, default=None):
+    v = _get(ds, kw, default)
+    if v is None or v == '': raise CTReadError(f"{path}: {kw} is missing")
+    try:
+        if isinstance(v, (pydicom.multival.MultiValue, list, tuple, bytes)): raise TypeError
+        return int(v)
+    except (TypeError, ValueError): raise CTReadError(f"{path}: {kw} is not one integer ({v!r})") from None
+
+_JPEG_SOF = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7}
+
+def _jpeg_frame_header(b: bytes):
+    "(precision, rows, columns, components) from a JPEG / JPEG-LS stream's start-of-frame, or None."
+    if b[:2] != b'\xff\xd8': return None
+    i = 2
+    while i + 10 <= len(b):
+        if b[i] != 0xFF: return None
+        m = b[i + 1]
+        if m == 0xFF: i += 1; continue
+        if m in _JPEG_SOF: return b[i + 4], int.from_bytes(b[i + 5:i + 7], 'big'), int.from_bytes(b[i + 7:i + 9], 'big'), b[i + 9]
+        if m in (0x01, *range(0xD0, 0xD9)): i += 2; continue
+        i += 2 + int.from_bytes(b[i + 2:i + 4], 'big')
+    return None
+
+def _j2k_frame_header(b: bytes):
+    "(precision, rows, columns, components) from a JPEG 2000 codestream's SIZ marker, or None."
+    i = b.find(b'\xff\x4f\xff\x51', 0, 4096)
+    if i < 0 or len(b) < i + 44: return None
+    u32 = lambda k: int.from_bytes(b[i + k:i + k + 4], 'big')
+    X, Y, X0, Y0, nc = u32(8), u32(12), u32(16), u32(20), int.from_bytes(b[i + 40:i + 42], 'big')
+    if nc < 1 or len(b) < i + 42 + nc * 3: return None
+    return (b[i + 42] & 0x7F) + 1, Y - Y0, X - X0, nc
+
+def _stream_precision(ds):
+    "Sample precision of a compressed stream (JPEG / JPEG 2000), None for other syntaxes."
+    ts = ds.file_meta.TransferSyntaxUID
+    if not ts.is_compressed or 'JPEG' not in ts.name: return None
+    frame = next(generate_frames(ds.PixelData, number_of_frames=int(_num(_get(ds, 'NumberOfFrames', 1), float) or 1)))
+    fh = _j2k_frame_header(frame) if 'JPEG 2000' in ts.name else _jpeg_frame_header(frame)
+    return fh[0] if fh else None
+
+def _check_header(ds, path):
+    "Validate the image header against the pixel data before anything decodes it (a codec may abort on a lie)."
+    ts = ds.file_meta.TransferSyntaxUID
+    if not isinstance(ts, pydicom.uid.UID) or not ts.is_transfer_syntax:
+        raise CTReadError(f"{path}: unknown transfer syntax {str(ts)!r} (TransferSyntaxUID); cannot interpret its pixel data")
+    rows, cols = _int_field(ds, 'Rows', path), _int_field(ds, 'Columns', path)
+    for kw, v in (('Rows', rows), ('Columns', cols)):
+        if not 1 <= v <= 16384: raise CTReadError(f"{path}: {kw} = {v} is not a valid CT image size (1 to 16384)")
+    if rows * cols > 2**26: raise CTReadError(f"{path}: Rows x Columns = {rows} x {cols} is too large for one CT slice")
+    spp = _int_field(ds, 'SamplesPerPixel', path, 1)
+    if spp != 1: raise CTReadError(f"{path}: SamplesPerPixel = {spp}; CT is greyscale (1 sample per pixel)")
+    pi = str(_get(ds, 'PhotometricInterpretation', 'MONOCHROME2')).strip()
+    if pi not in ('MONOCHROME1', 'MONOCHROME2'):
+        raise CTReadError(f"{path}: PhotometricInterpretation = {pi!r}; CT is greyscale (MONOCHROME2)")
+    ba, bs = _int_field(ds, 'BitsAllocated', path), _int_field(ds, 'BitsStored', path, None if 'PixelData' in ds else 0)
+    pr = _int_field(ds, 'PixelRepresentation', path, 0)
+    if 'PixelData' not in ds: return   # FloatPixelData / DoubleFloatPixelData: checked by length below via pydicom
+    if pr not in (0, 1): raise CTReadError(f"{path}: PixelRepresentation = {pr}; must be 0 (unsigned) or 1 (signed)")
+    if ts.is_compressed:
+        ok = (8, 16, 32) if ts == pydicom.uid.RLELossless else (8, 16)   # RLE: pydicom's own decoder, safe at 32
+        if ba not in ok:   # the JPEG codecs abort the interpreter on e.g. 32 bits allocated: refuse first
+            raise CTReadError(f"{path}: BitsAllocated = {ba} with compressed pixel data ({ts.name}); CT uses 8 or 16")
+    elif ba not in (8, 16, 32):
+        raise CTReadError(f"{path}: BitsAllocated = {ba}; CT pixel data uses 8, 16 or 32 bits")
+    if not 1 <= bs <= ba: raise CTReadError(f"{path}: BitsStored = {bs} does not fit BitsAllocated = {ba}")
+    hb = _int_field(ds, 'HighBit', path, bs - 1)
+    if hb != bs - 1: raise CTReadError(f"{path}: HighBit = {hb} but BitsStored = {bs} (HighBit must be BitsStored - 1)")
+    n_frames = int(_num(_get(ds, 'NumberOfFrames', 1), float) or 1)
+    data = ds.PixelData
+    if not isinstance(data, (bytes, bytearray)): raise CTReadError(f"{path}: PixelData is not a byte string")
+    if not ts.is_compressed:
+        need = rows * cols * spp * (ba // 8) * n_frames
+        if len(data) < need:
+            raise CTReadError(f"{path}: pixel data holds {len(data)} bytes but Rows x Columns x BitsAllocated/8 = "
+                              f"{rows} x {cols} x {ba // 8} needs {need}: the file is truncated or the header is wrong")
+        if len(data) > need + 1:
+            fits = [f"BitsAllocated = {b}" for b in (8, 16, 32) if b != ba and rows * cols * (b // 8) * n_frames in (len(data), len(data) - 1)]
+            hint = f" (it fits {fits[0]})" if fits else ' (Rows, Columns or BitsAllocated is wrong)'
+            raise CTReadError(f"{path}: pixel data holds {len(data)} bytes but Rows = {rows}, Columns = {cols}, "
+                              f"BitsAllocated = {ba} needs {need}: the header does not match the pixels{hint}")
+        if bs < ba:   # pydicom masks to BitsStored: values that need more bits would come out silently wrong
+            bo = '>' if ts == pydicom.uid.ExplicitVRBigEndian else '<'
+            raw = np.frombuffer(data, dtype=f'{bo}u{ba // 8}', count=need // (ba // 8)).astype(np.int64)
+            _check_bits_stored(raw, ba, bs, pr, path)
+        return
+    try: frame = next(generate_frames(data, number_of_frames=n_frames))
+    except Exception as e: raise CTReadError(f"{path}: corrupt compressed pixel data ({ts.name}): not a valid encapsulated stream ({e})") from None
+    name = ts.name
+    if 'JPEG 2000' in name: fh, kind = _j2k_frame_header(frame), 'JPEG 2000 SIZ'
+    elif 'JPEG' in name: fh, kind = _jpeg_frame_header(frame), 'JPEG start-of-frame'
+    elif 'RLE' in name:
+        from pydicom.pixels.decoders.rle import _rle_parse_header, _rle_decode_segment
+        try:
+            offs = _rle_parse_header(frame[:64]) + [len(frame)]
+            n = len(_rle_decode_segment(frame[offs[0]:offs[1]])) if len(offs) > 1 else 0
+        except Exception as e: raise CTReadError(f"{path}: corrupt compressed pixel data ({name}): {e}") from None
+        if len(offs) - 1 != spp * ba // 8:
+            raise CTReadError(f"{path}: the RLE stream has {len(offs) - 1} segments but BitsAllocated = {ba} needs {spp * ba // 8}: the header or the stream is corrupt")
+        if n != rows * cols and n != rows * cols + 1:
+            raise CTReadError(f"{path}: Rows x Columns = {rows} x {cols} = {rows * cols} but the RLE stream holds {n} pixels: the header or the stream is corrupt")
+        return
+    else: return   # deflate: inflated by pydicom itself
+    if fh is None: raise CTReadError(f"{path}: corrupt compressed pixel data ({name}): no valid {kind} header in the stream")
+    prec, r, c, nc = fh
+    for what, got, want in (('Rows', r, rows), ('Columns', c, cols), ('SamplesPerPixel', nc, spp)):
+        if got != want:
+            raise CTReadError(f"{path}: {what} = {want} in the header but the compressed stream holds {got}: the header or the stream is corrupt")
+    if not 1 <= prec <= ba:
+        raise CTReadError(f"{path}: the compressed stream has {prec}-bit samples but BitsAllocated = {ba}: the header or the stream is corrupt")
+
+def _check_bits_stored(raw, ba, bs, pr, path):
+    "Refuse stored values that do not fit BitsStored (unsigned, or signed with zero or sign-extended upper bits)."
+    top = raw >> bs
+    ok = (top == 0) if pr == 0 else ((top == 0) | ((raw >> (bs - 1)) == (1 << (ba - bs + 1)) - 1))
+    if not ok.all():
+        raise CTReadError(f"{path}: {int((~ok).sum())} pixels need more than BitsStored = {bs} bits "
+                          f"(largest stored value {int(raw.max())}); BitsStored is wrong, the image would be corrupted")
+
+# Compressed pixels are decoded in a helper process: a C codec that meets a damaged stream can abort the whole
+# interpreter (GDCM does, on some corrupt JPEG Lossless streams), and then only the helper dies. Set
+# `founddiff.io.ISOLATE_CODECS = False` to decode in-process (faster on huge series, unsafe on untrusted files).
+ISOLATE_CODECS = True
+_PIXEL_KEYWORDS = ('Rows', 'Columns', 'SamplesPerPixel', 'PhotometricInterpretation', 'BitsAllocated', 'BitsStored',
+                   'HighBit', 'PixelRepresentation', 'PlanarConfiguration', 'NumberOfFrames')
+_WORKER_CODE = r"""
+import io, struct, sys, warnings
+warnings.simplefilter('ignore')
+import numpy as np, pydicom
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    h = inp.read(8)
+    if len(h) < 8: break
+    data = inp.read(struct.unpack('<Q', h)[0])
+    try:
+        a = np.ascontiguousarray(pydicom.dcmread(io.BytesIO(data), force=True).pixel_array)
+        b = io.BytesIO(); np.save(b, a, allow_pickle=False); msg = b'A' + b.getvalue()
+    except Exception as e: msg = b'E' + f"{type(e).__name__}: {e}".encode('utf-8', 'replace')
+    out.write(struct.pack('<Q', len(msg)) + msg); out.flush()
+"""
+_worker, _worker_pid, _worker_lock = None, None, threading.Lock()
+
+class _DecodeError(Exception): "The decoder (in the helper process) raised; the message is its `Type: text`."
+
+def _stop_worker():
+    global _worker
+    if _worker is not None and _worker_pid == os.getpid():
+        with contextlib.suppress(Exception): _worker.kill(); _worker.wait(5)
+        for f in (_worker.stdin, _worker.stdout):
+            with contextlib.suppress(Exception): f.close()
+    _worker = None
+
+def _read_exact(fd, n, deadline):
+    import select
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]: raise TimeoutError
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk: raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+def _decode(ds, path, timeout: float = 120.0) -> np.ndarray:
+    "`ds.pixel_array`; for compressed syntaxes other than RLE, computed in a helper process that may crash alone."
+    ts = ds.file_meta.TransferSyntaxUID
+    if not (ISOLATE_CODECS and ts.is_compressed and ts != pydicom.uid.RLELossless and os.name == 'posix'):
+        return ds.pixel_array
+    mini = pydicom.Dataset()
+    for kw in _PIXEL_KEYWORDS:
+        if kw in ds: setattr(mini, kw, ds[kw].value)
+    mini.PixelData = ds.PixelData; mini['PixelData'].VR = 'OB'
+    mini.file_meta = pydicom.dataset.FileMetaDataset(); mini.file_meta.TransferSyntaxUID = ts
+    buf = _io.BytesIO(); mini.save_as(buf, enforce_file_format=False); data = buf.getvalue()
+    with _worker_lock:   # one request at a time; a forked child (a DataLoader worker) starts its own helper
+        if _worker is None or _worker.poll() is not None or _worker_pid != os.getpid(): _start_worker()
+        return _ask_worker(data, ts, path, timeout)
+
+def _start_worker():
+    global _worker, _worker_pid
+    if _worker is not None and _worker_pid == os.getpid(): _stop_worker()
+    _worker = subprocess.Popen([sys.executable, '-c', _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    _worker_pid = os.getpid()
+    atexit.register(_stop_worker)
+
+def _ask_worker(data, ts, path, timeout):
+    w = _worker
+    try:
+        w.stdin.write(struct.pack('<Q', len(data)) + data); w.stdin.flush()
+        deadline = time.monotonic() + timeout
+        msg = _read_exact(w.stdout.fileno(), struct.unpack('<Q', _read_exact(w.stdout.fileno(), 8, deadline))[0], deadline)
+    except TimeoutError:
+        _stop_worker(); raise CTReadError(f"{path}: corrupt compressed pixel data ({ts.name}): the decoder hung (no answer in {timeout:g} s)") from None
+    except (EOFError, OSError):
+        rc = w.wait(10) if w.poll() is None else w.returncode
+        _stop_worker()
+        raise CTReadError(f"{path}: corrupt compressed pixel data ({ts.name}): the decoder crashed on it "
+                          f"(exit status {rc}); the file is damaged") from None
+    if msg[:1] == b'E': raise _DecodeError(msg[1:].decode('utf-8', 'replace'))
+    return np.load(_io.BytesIO(msg[1:]), allow_pickle=False)
+
 def _pixels(ds, path) -> np.ndarray:
     if not any(k in ds for k in ('PixelData', 'FloatPixelData', 'DoubleFloatPixelData')):
-        hint = ' (the file may be truncated)' if 'Rows' in ds else ''
-        raise CTReadError(f"{path}: no pixel data{hint}")
+        hint = 'the file may be truncated' if 'Rows' in ds else 'it is not an image, or the file is truncated'
+        raise CTReadError(f"{path}: no pixel data ({hint})")
+    _check_header(ds, path)
     ts = ds.file_meta.TransferSyntaxUID
-    try: arr = ds.pixel_array
-    except (RuntimeError, NotImplementedError) as e:
+    if ts.is_compressed:
         from pydicom.pixels import get_decoder
-        try: dec = get_decoder(ts); missing = not dec.is_available
+        try: missing = not get_decoder(ts).is_available
         except Exception: missing = True
-        if missing or 'plugin' in str(e).lower() or 'decoder' in str(e).lower():
+        if missing:
             raise MissingCodecError(f"{path}: pixel data is compressed as '{ts.name}' and no installed decoder "
-                                    f"can read it; install one: {_codec_hint(ts)}") from e
-        raise CTReadError(f"{path}: could not decode pixel data ({ts.name}): {e}") from e
-    except (ValueError, EOFError, OSError) as e:
-        raise CTReadError(f"{path}: pixel data is incomplete or corrupt, the file may be truncated ({e})") from e
+                                    f"can read it; install one: {_codec_hint(ts)}")
+    bs, pr, ba = int(ds.BitsStored), int(_get(ds, 'PixelRepresentation', 0)), int(ds.BitsAllocated)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            fh = _stream_precision(ds)
+            if ts.is_compressed and exists(fh) and fh > bs:   # decode all the stream's bits, then check BitsStored
+                ds.BitsStored, ds.HighBit, ds.PixelRepresentation = fh, fh - 1, 0
+                raw = _decode(ds, path).astype(np.int64)
+                ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bs, bs - 1, pr
+                _check_bits_stored(raw, fh, bs, pr, path)
+                m = raw & ((1 << bs) - 1)
+                arr = (np.where(m >= 1 << (bs - 1), m - (1 << bs), m) if pr else m).astype(f"{'i' if pr else 'u'}{ba // 8}")
+            else: arr = _decode(ds, path)
+    except CTReadError: raise
+    except Exception as e:
+        plugins = [l for l in str(e).splitlines()[1:] if l.strip()]
+        if ts.is_compressed and plugins and all('support' in l for l in plugins):   # valid stream, no capable decoder
+            raise MissingCodecError(f"{path}: no installed decoder supports this '{ts.name}' pixel data "
+                                    f"({plugins[0].strip()}); install one: {_codec_hint(ts)}") from None
+        what = f"corrupt compressed pixel data ({ts.name})" if ts.is_compressed else "pixel data is incomplete or corrupt, the file may be truncated"
+        detail = str(e).strip() if isinstance(e, _DecodeError) else f"{type(e).__name__}: {str(e).strip()}"
+        raise CTReadError(f"{path}: {what}: {detail[:300]}") from None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if arr.shape[-2:] != (rows, cols):
+        raise CTReadError(f"{path}: decoded pixels have shape {arr.shape}, the header says Rows = {rows}, Columns = {cols}")
     return arr
 
-def _to_hu(ds, arr, hu_floor):
+def _rescale(ds, path, missing_rescale):
+    "(slope, intercept, how) for the rescale to HU, refusing missing (on CT, unless told), non-finite or absurd values."
+    vals = {}
+    for kw in ('RescaleSlope', 'RescaleIntercept'):
+        v = _get(ds, kw)
+        if v is None or (isinstance(v, str) and not isinstance(v, _Unreadable) and not v.strip()): vals[kw] = None; continue
+        x = _num(v)
+        if not isinstance(x, float): raise CTReadError(f"{path}: {kw} is not one number ({v!r})")
+        if not math.isfinite(x): raise CTReadError(f"{path}: {kw} is {x} (not finite)")
+        vals[kw] = x
+    slope, inter = vals['RescaleSlope'], vals['RescaleIntercept']
+    how = 'header'
+    if slope is None or inter is None:
+        miss = ' and '.join(k for k, v in vals.items() if v is None)
+        if _get(ds, 'Modality') != 'CT': slope, inter, how = default(slope, 1.0), default(inter, 0.0), 'identity (not CT)'
+        elif missing_rescale == 'error':
+            raise CTReadError(f"{path}: {miss} missing, so the stored numbers cannot be turned into HU safely; pass "
+                              f"missing_rescale='assume-hu' (stored values are HU) or missing_rescale='raw-minus-1024' "
+                              f"(stored values are HU + 1024)")
+        else: slope, inter, how = default(slope, 1.0), default(inter, 0.0 if missing_rescale == 'assume-hu' else -1024.0), missing_rescale
+    if not 1e-4 <= abs(slope) <= 1e3 or slope < 0: raise CTReadError(f"{path}: RescaleSlope = {slope:g} is absurd for CT (expected a positive value near 1)")
+    if abs(inter) > 1e5: raise CTReadError(f"{path}: RescaleIntercept = {inter:g} is absurd for CT (expected about -1024)")
+    return slope, inter, how
+
+def _to_hu(ds, arr, hu_floor, path='', missing_rescale='error'):
     arr = np.asarray(arr)
-    slope, inter = float(ds.get('RescaleSlope', 1) or 1), float(ds.get('RescaleIntercept', 0) or 0)
+    slope, inter, how = _rescale(ds, path, missing_rescale)
     hu = arr.astype(np.float64) * slope + inter
     n_low = 0
-    pad = ds.get('PixelPaddingValue')
+    pad = _get(ds, 'PixelPaddingValue')
     if pad is not None:  # padding is a stored value (before rescale); limit makes it a range
-        lim = ds.get('PixelPaddingRangeLimit', pad)
-        lo, hi = min(pad, lim), max(pad, lim)
+        lim = _get(ds, 'PixelPaddingRangeLimit', pad)
+        p, l = _num(pad, int), _num(lim, int)
+        if not isinstance(p, int) or not isinstance(l, int): raise CTReadError(f"{path}: PixelPaddingValue / PixelPaddingRangeLimit is not one integer ({pad!r}, {lim!r})")
+        lo, hi = min(p, l), max(p, l)
         m = (arr >= lo) & (arr <= hi); hu[m] = HU_FLOOR if exists(hu_floor) else hu[m]; n_low += int(m.sum())
     if exists(hu_floor):
         m = hu < hu_floor; n_low += int(m.sum()); hu[m] = hu_floor
-    return hu.astype(np.float32), n_low
+    return hu.astype(np.float32), n_low, how
 
-def read_dicom(path, *, allow_non_ct: bool = False, hu_floor: float | None = HU_FLOOR) -> CTImage:
+def _check_read_args(allow_non_ct, hu_floor, missing_rescale):
+    if not isinstance(allow_non_ct, (bool, np.bool_)): raise TypeError(f"allow_non_ct must be True or False, got {allow_non_ct!r}")
+    if hu_floor is not None: check_number(hu_floor, 'hu_floor')
+    check_choice(missing_rescale, 'missing_rescale', MISSING_RESCALE)
+
+def read_dicom(path, *, allow_non_ct: bool = False, hu_floor: float | None = HU_FLOOR,
+               missing_rescale: str = 'error',  # CT without RescaleSlope/Intercept: 'error', 'assume-hu' or 'raw-minus-1024'
+              ) -> CTImage:
     "Read one DICOM CT slice as HU (float32, `(H, W)`) with its metadata; clear errors for anything else."
-    path = Path(path)
+    path = check_path(path, 'path')
+    _check_read_args(allow_non_ct, hu_floor, missing_rescale)
     ds = _dcmread(path)
     _check_ct(ds, path, allow_non_ct)
-    n_frames = int(ds.get('NumberOfFrames', 1) or 1)
+    n_frames = _num(_get(ds, 'NumberOfFrames', 1), float)
+    if not isinstance(n_frames, float) or not math.isfinite(n_frames) or n_frames < 1 or n_frames != int(n_frames):
+        raise CTReadError(f"{path}: NumberOfFrames is not a positive integer ({_get(ds, 'NumberOfFrames')!r})")
     if n_frames > 1:
-        raise CTReadError(f"{path}: multi-frame image with {n_frames} frames where one slice was expected "
+        raise CTReadError(f"{path}: multi-frame image with {int(n_frames)} frames where one slice was expected "
                           f"(read the frames with pydicom, or use read_series on a folder of single slices)")
     arr = _pixels(ds, path)
     if arr.ndim != 2:
         raise CTReadError(f"{path}: expected a 2-D greyscale slice, got pixel array of shape {arr.shape} "
-                          f"({ds.get('PhotometricInterpretation')})")
-    hu, n_low = _to_hu(ds, arr, hu_floor)
-    meta = ct_metadata(ds) | dict(path=str(path), n_below_floor=n_low, hu_floor=hu_floor)
+                          f"({_get(ds, 'PhotometricInterpretation')})")
+    hu, n_low, how = _to_hu(ds, arr, hu_floor, path, missing_rescale)
+    top = float(hu.max()) if hu.size else 0.0
+    if _get(ds, 'Modality') == 'CT' and top > 40000:   # CT tops out near 3000 HU (about 30000 with metal on an extended scale)
+        raise CTReadError(f"{path}: values up to {top:.0f} HU are impossible for CT; PixelRepresentation "
+                          f"({_get(ds, 'PixelRepresentation')}) or the rescale is wrong")
+    meta = ct_metadata(ds) | dict(path=str(path), n_below_floor=n_low, hu_floor=hu_floor, rescale=how)
+    ps = _get(ds, 'PixelSpacing')
+    if ps is not None and ps != '':   # the physics uses it: a present but impossible spacing is an error, not a guess
+        v = _num(ps)
+        if not isinstance(v, list) or len(v) != 2 or not all(math.isfinite(x) and 0 < x < 100 for x in v):
+            if _get(ds, 'Modality') == 'CT': raise CTReadError(f"{path}: PixelSpacing {ps!r} is not two positive sizes in mm")
+            meta['pixel_spacing'] = None   # not CT (read on request): an impossible spacing is dropped
+    t = meta.get('slice_thickness')
+    if not (isinstance(t, float) and math.isfinite(t) and t > 0): meta['slice_thickness'] = None
     return CTImage(hu, meta)
 
 # %% ../nbs/01_io.ipynb #d43d5e36
+_UID = re.compile(r'^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$')
+
+def _check_uid(uid, name):
+    if not isinstance(uid, str): raise TypeError(f"{name} must be a DICOM UID string, got {type(uid).__name__} {uid!r}")
+    if len(uid) > 64 or not _UID.match(uid):
+        raise ValueError(f"{name} {uid!r} is not a valid DICOM UID (digits and dots, no leading zeros, at most 64 characters)")
+    return uid
+
 def _load_reference(reference) -> tuple[pydicom.Dataset, Path | None]:
     if isinstance(reference, pydicom.Dataset): return copy.deepcopy(reference), (Path(reference.filename) if isinstance(getattr(reference, 'filename', None), (str, Path)) else None)
     if isinstance(reference, CTImage):
         p = reference.meta.get('path')
-        if not p: raise ValueError("write_dicom: this CTImage has no source path in .meta['path'] to copy the header from")
+        if not p: raise ValueError("reference: this CTImage has no source path in .meta['path'] to copy the header from")
         reference = p
-    p = Path(reference)
-    return _dcmread(p), p
+    p = check_path(reference, 'reference')
+    return _dcmread(p), p   # read whole, so a truncated reference is refused as such
+
+def _check_out_file(path: Path, name='path'):
+    "An output file path: not a folder, no existing file in the way of its folders."
+    if path.is_dir(): raise IsADirectoryError(f"{name} {path} is a folder; give a file name")
+    for q in path.parents:
+        if q.exists():
+            if not q.is_dir(): raise NotADirectoryError(f"{name} {path}: {q} is a file, not a folder")
+            break
 
 def write_dicom(hu, reference, path, *,
                 description: str = 'founddiff: denoised',  # SeriesDescription / DerivationDescription of the new image
                 series_uid: str | None = None,  # share one new series UID across the slices of a series
                 series_number: int | None = None,  # new SeriesNumber (default: reference's + 1000)
                 overwrite: bool = False,  # allow replacing an existing output file (never the reference)
+                allow_non_ct: bool = False,  # allow a reference whose modality is not CT
                ) -> Path:
     "Write `hu` (H, W) as a derived CT image with the header of `reference` (a path, `CTImage` or Dataset)."
+    if isinstance(hu, torch.Tensor): hu = hu.detach().cpu().numpy()
     hu = np.asarray(hu)
-    if hu.ndim != 2: raise ValueError(f"write_dicom: expected one slice (H, W), got shape {hu.shape}")
-    if not np.issubdtype(hu.dtype, np.number): raise ValueError(f"write_dicom: expected numbers, got dtype {hu.dtype}")
-    if not np.isfinite(hu).all(): raise ValueError(f"write_dicom: the image has {(~np.isfinite(hu)).sum()} NaN/inf values")
+    if np.iscomplexobj(hu): raise TypeError(f"hu must be real, got complex values ({hu.dtype})")
+    if hu.dtype == bool or not np.issubdtype(hu.dtype, np.number): raise TypeError(f"hu must hold numbers, got dtype {hu.dtype}")
+    if hu.ndim != 2 or hu.size == 0: raise ValueError(f"hu: expected one slice (H, W), non-empty, got shape {hu.shape}")
+    check_finite(hu, 'hu')
+    if not isinstance(description, str): raise TypeError(f"description must be a string, got {type(description).__name__}")
+    if '\\' in description or any(ord(ch) < 32 for ch in description):
+        raise ValueError(f"description must not hold backslashes (DICOM's value separator) or control characters, got {description!r}")
+    if exists(series_uid): _check_uid(series_uid, 'series_uid')
+    if exists(series_number): series_number = check_number(series_number, 'series_number', lo=0, hi=2**31 - 1, integer=True)
+    for nm, v in (('overwrite', overwrite), ('allow_non_ct', allow_non_ct)):
+        if not isinstance(v, (bool, np.bool_)): raise TypeError(f"{nm} must be True or False, got {v!r}")
+    path = check_path(path, 'path')
     ds, src = _load_reference(reference)
-    path = Path(path)
     if exists(src) and path.exists() and path.resolve() == src.resolve():
         raise ValueError(f"write_dicom: refusing to write over the reference image {src}")
+    _check_out_file(path)
     if path.exists() and not overwrite: raise FileExistsError(f"write_dicom: {path} exists (pass overwrite=True to replace it)")
-    if (ds.get('Rows'), ds.get('Columns')) != hu.shape:
-        raise ValueError(f"write_dicom: image shape {hu.shape} differs from the reference's {(ds.get('Rows'), ds.get('Columns'))}")
+    ref = src or 'reference'
+    _check_ct(ds, f"reference {ref}", allow_non_ct)   # a CTReadError (a ValueError); a truncated header says so
+    shape = (_num(_get(ds, 'Rows'), int), _num(_get(ds, 'Columns'), int))
+    if None in shape: raise ValueError(f"reference {ref}: Rows/Columns missing or unreadable ({shape}); it is not an image header")
+    if shape != hu.shape:
+        raise ValueError(f"write_dicom: image shape {hu.shape} differs from the reference's {shape} (Rows, Columns of {ref})")
     intercept = -1024.0
     stored = np.round(hu.astype(np.float64) - intercept)
     if stored.min() < -32768 or stored.max() > 32767:
-        raise ValueError(f"write_dicom: HU range [{hu.min():.0f}, {hu.max():.0f}] does not fit 16-bit storage")
-    old_sop, old_class = ds.get('SOPInstanceUID'), ds.get('SOPClassUID', pydicom.uid.CTImageStorage)
+        raise ValueError(f"hu: range [{hu.min():.0f}, {hu.max():.0f}] HU does not fit 16-bit storage "
+                         f"(with intercept -1024 it must lie in [-31744, 33791])")
+    old_sop, old_class = _get(ds, 'SOPInstanceUID'), _get(ds, 'SOPClassUID', pydicom.uid.CTImageStorage)
     for kw in ('PixelPaddingValue', 'PixelPaddingRangeLimit', 'SmallestImagePixelValue', 'LargestImagePixelValue',
                'LossyImageCompression', 'LossyImageCompressionRatio', 'LossyImageCompressionMethod'):
         if kw in ds: delattr(ds, kw)
     if 'PixelData' in ds: del ds.PixelData   # the reference may hold encapsulated (compressed) pixels
-    ds.PixelData = stored.astype(np.int16).tobytes(); ds['PixelData'].VR = 'OW'
+    ds.PixelData = stored.astype('<i2').tobytes(); ds['PixelData'].VR = 'OW'
     ds.Rows, ds.Columns = hu.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 'MONOCHROME2'
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
@@ -210,16 +590,19 @@ def write_dicom(hu, reference, path, *,
     # identity of the new image
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.SeriesNumber = series_number if exists(series_number) else int(ds.get('SeriesNumber', 0) or 0) + 1000
-    it = list(ds.get('ImageType', ['ORIGINAL', 'PRIMARY', 'AXIAL']))
+    ds.SeriesNumber = series_number if exists(series_number) else int(_num(_get(ds, 'SeriesNumber', 0), int) or 0) + 1000
+    it = _get(ds, 'ImageType', ['ORIGINAL', 'PRIMARY', 'AXIAL'])
+    it = [it] if isinstance(it, str) else list(it)
     ds.ImageType = ['DERIVED', 'SECONDARY'] + [str(x) for x in it[2:]]
+    if not description.isascii(): ds.SpecificCharacterSet = 'ISO_IR 192'   # UTF-8, so the text survives as written
     ds.SeriesDescription = description[:64]
     ds.DerivationDescription = description[:1024]
     now = datetime.datetime.now()
     ds.ContentDate, ds.ContentTime = now.strftime('%Y%m%d'), now.strftime('%H%M%S')
-    if exists(old_sop):
-        ref = pydicom.Dataset(); ref.ReferencedSOPClassUID = old_class; ref.ReferencedSOPInstanceUID = old_sop
-        ds.SourceImageSequence = pydicom.Sequence([ref])
+    if exists(old_sop) and _UID.match(str(old_sop)) and len(str(old_sop)) <= 64:
+        ref_item = pydicom.Dataset(); ref_item.ReferencedSOPClassUID = old_class; ref_item.ReferencedSOPInstanceUID = old_sop
+        ds.SourceImageSequence = pydicom.Sequence([ref_item])
+    if not hasattr(ds, 'file_meta'): ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.MediaStorageSOPClassUID = old_class
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -231,52 +614,95 @@ def write_dicom(hu, reference, path, *,
 _SKIP = re.compile(r'^(\.|DICOMDIR$|.*\.(txt|json|md|csv|xml|jpg|png|zip|py)$)', re.I)
 
 def _series_files(folder: Path):
-    return sorted(p for p in folder.iterdir() if p.is_file() and not _SKIP.match(p.name))
+    try: entries = list(folder.iterdir())
+    except OSError as e: raise CTReadError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+    return sorted(p for p in entries if p.is_file() and not _SKIP.match(p.name))
+
+def _vector(ds, kw, n, p):
+    "A finite float vector of length `n` from element `kw`, None if absent; CTReadError naming file and field otherwise."
+    v = _get(ds, kw)
+    if v is None or v == '': return None
+    x = _num(v)
+    if not isinstance(x, list) or len(x) != n or not all(math.isfinite(t) for t in x):
+        raise CTReadError(f"{p}: {kw} is not {n} finite numbers ({v!r})")
+    return x
 
 def read_series(folder, *, series_uid: str | None = None, allow_non_ct: bool = False,
-                hu_floor: float | None = HU_FLOOR) -> CTImage:
+                hu_floor: float | None = HU_FLOOR, missing_rescale: str = 'error',
+                skip_bad: bool = False,  # skip damaged slices and duplicate positions (listed in meta['skipped'] and a warning)
+               ) -> CTImage:
     "Read a folder of DICOM slices as a volume `(Z, H, W)` in HU, sorted by position along the slice normal."
-    folder = Path(folder)
-    if not folder.is_dir(): raise CTReadError(f"{folder}: not a folder")
-    heads, skipped = [], []
+    folder = check_path(folder, 'folder')
+    _check_read_args(allow_non_ct, hu_floor, missing_rescale)
+    if not isinstance(skip_bad, (bool, np.bool_)): raise TypeError(f"skip_bad must be True or False, got {skip_bad!r}")
+    if exists(series_uid): _check_uid(series_uid, 'series_uid')
+    if not folder.is_dir(): raise CTReadError(f"{folder}: not a folder" + (" (no such path)" if not folder.exists() else ''))
+    heads, other, bad = [], [], []   # bad: (file name, reason) of damaged slices skipped with skip_bad
+    def damaged(p, e):
+        if not skip_bad: raise CTReadError(f"{folder}: damaged slice {p.name} ({e}); pass skip_bad=True to skip it") from None
+        bad.append((p.name, str(e)))
     for p in _series_files(folder):
         try: ds = _dcmread(p, stop_before_pixels=True)
-        except CTReadError: skipped.append(p.name); continue
-        if ds.get('Modality') != 'CT' and not allow_non_ct: skipped.append(p.name); continue
+        except _NotDicomError: other.append(p.name); continue
+        except CTReadError as e: damaged(p, e); continue
+        if _get(ds, 'Modality') != 'CT' and not allow_non_ct: other.append(p.name); continue
         heads.append((p, ds))
     if not heads:
-        raise CTReadError(f"{folder}: no CT DICOM files found ({len(skipped)} other files skipped)")
+        raise CTReadError(f"{folder}: no CT DICOM files found ({len(other)} other files, {len(bad)} damaged ones skipped)")
     uids = {}
-    for p, ds in heads: uids.setdefault(ds.get('SeriesInstanceUID'), []).append((p, ds))
+    for p, ds in heads: uids.setdefault(_get(ds, 'SeriesInstanceUID'), []).append((p, ds))
     if exists(series_uid):
         if series_uid not in uids: raise CTReadError(f"{folder}: no series {series_uid}; found {sorted(map(str, uids))}")
         heads = uids[series_uid]
     elif len(uids) > 1:
         desc = ', '.join(f"{u} ({len(v)} slices, '{v[0][1].get('SeriesDescription', '')}')" for u, v in uids.items())
         raise CTReadError(f"{folder}: mixed series ({len(uids)} SeriesInstanceUIDs: {desc}); pass series_uid= to pick one")
-    shapes = {(ds.get('Rows'), ds.get('Columns')) for _, ds in heads}
-    if len(shapes) > 1: raise CTReadError(f"{folder}: slices of different sizes {sorted(shapes)} in one series")
-    oris = {tuple(np.round(_num(ds.get('ImageOrientationPatient')) or [0]*6, 4)) for _, ds in heads}
-    if len(oris) > 1: raise CTReadError(f"{folder}: slices with different orientations in one series")
-    ori = np.array(next(iter(oris)), dtype=float)
-    normal = np.cross(ori[:3], ori[3:]) if np.abs(ori).sum() > 0 else np.array([0., 0., 1.])
-    def _key(item):
-        p, ds = item
-        pos = _num(ds.get('ImagePositionPatient'))
-        if pos: return float(np.dot(normal, pos))
-        inst = _num(ds.get('InstanceNumber'), int)
-        return float(inst) if exists(inst) else 0.0
-    heads.sort(key=_key)
-    pos = np.array([_key(h) for h in heads])
-    if len(pos) > 1 and len(np.unique(np.round(pos, 3))) < len(pos):
-        warnings.warn(f"{folder}: {len(pos) - len(np.unique(np.round(pos, 3)))} slices share a position")
-    slices = [read_dicom(p, allow_non_ct=allow_non_ct, hu_floor=hu_floor) for p, _ in heads]
+    shapes = {(_num(_get(ds, 'Rows'), int), _num(_get(ds, 'Columns'), int)) for _, ds in heads}
+    if len(shapes) > 1: raise CTReadError(f"{folder}: slices of different sizes {sorted(shapes, key=str)} in one series")
+    oris = set()
+    for p, ds in heads:
+        o = _vector(ds, 'ImageOrientationPatient', 6, p)
+        oris.add(tuple(np.round(o, 4)) if o else None)
+    if len(oris) > 1: raise CTReadError(f"{folder}: slices with different (or missing) ImageOrientationPatient in one series")
+    ori = next(iter(oris))
+    if ori is not None:
+        normal = np.cross(np.array(ori[:3]), np.array(ori[3:]))
+        if np.linalg.norm(normal) < 1e-3: raise CTReadError(f"{folder}: ImageOrientationPatient {list(ori)} has parallel row and column directions")
+        normal = normal / np.linalg.norm(normal)
+    else: normal = np.array([0., 0., 1.])
+    keys, src = [], set()
+    for p, ds in heads:
+        pos = _vector(ds, 'ImagePositionPatient', 3, p)
+        if pos: keys.append(float(np.dot(normal, pos))); src.add('ImagePositionPatient'); continue
+        inst = _num(_get(ds, 'InstanceNumber'), int)
+        if not isinstance(inst, int): raise CTReadError(f"{p}: has neither ImagePositionPatient nor InstanceNumber; cannot place it in the series")
+        keys.append(float(inst)); src.add('InstanceNumber')
+    if len(src) > 1: raise CTReadError(f"{folder}: some slices have ImagePositionPatient and some only InstanceNumber; cannot order them")
+    order = sorted(range(len(heads)), key=lambda i: (keys[i], heads[i][0].name))
+    heads, keys = [heads[i] for i in order], [keys[i] for i in order]
+    keep_h, keep_k = [heads[0]], [keys[0]]
+    for h, k in zip(heads[1:], keys[1:]):
+        if abs(k - keep_k[-1]) < 1e-3:
+            msg = f"{h[0].name} and {keep_h[-1][0].name} share position {k:g} ({next(iter(src))})"
+            if not skip_bad: raise CTReadError(f"{folder}: duplicate slice position: {msg}; pass skip_bad=True to keep only the first")
+            bad.append((h[0].name, f"duplicate position: {msg}")); continue
+        keep_h.append(h); keep_k.append(k)
+    slices, pos = [], []
+    for (p, _), k in zip(keep_h, keep_k):
+        try: slices.append(read_dicom(p, allow_non_ct=allow_non_ct, hu_floor=hu_floor, missing_rescale=missing_rescale)); pos.append(k)
+        except CTReadError as e: damaged(p, e)
+    if not slices: raise CTReadError(f"{folder}: every slice was damaged ({len(bad)} skipped)")
+    if len({s.hu.shape for s in slices}) > 1: raise CTReadError(f"{folder}: decoded slices of different sizes in one series")
+    if bad: warnings.warn(f"{folder}: skipped {len(bad)} slices: " + '; '.join(f"{n} ({r[:120]})" for n, r in bad))
     vol = np.stack([s.hu for s in slices])
     meta = dict(slices[0].meta)
+    thick = meta.get('slice_thickness')
+    if len(pos) > 1 and src == {'ImagePositionPatient'}: spacing = float(np.median(np.diff(pos)))
+    else: spacing = thick if isinstance(thick, float) and math.isfinite(thick) and thick > 0 else None
     meta.update(path=str(folder), n_slices=len(slices), slice_paths=[s.meta['path'] for s in slices],
-                sop_instance_uids=[s.meta['sop_instance_uid'] for s in slices], positions=pos.tolist(),
-                slice_spacing=float(np.median(np.diff(pos))) if len(pos) > 1 else meta.get('slice_thickness'),
-                n_below_floor=sum(s.meta['n_below_floor'] for s in slices), skipped_files=skipped)
+                sop_instance_uids=[s.meta['sop_instance_uid'] for s in slices], positions=pos,
+                position_source=next(iter(src)), slice_spacing=spacing,
+                n_below_floor=sum(s.meta['n_below_floor'] for s in slices), skipped_files=other, skipped=bad)
     for k in ('image_position', 'slice_location', 'instance_number', 'sop_instance_uid'): meta.pop(k, None)
     return CTImage(vol, meta)
 
@@ -303,9 +729,13 @@ def _pair_dicom(low_dir: Path, full_dir: Path, dose, region, patient):
         keys = []
         for p in fs:
             ds = _dcmread(p, stop_before_pixels=True)
-            pos, inst = _num(ds.get('ImagePositionPatient')), _num(ds.get('InstanceNumber'), int)
-            keys.append((pos[2] if pos else float(inst or 0), p))
-        return [p for _, p in sorted(keys, key=lambda t: t[0])]
+            pos, inst = _vector(ds, 'ImagePositionPatient', 3, p), _num(_get(ds, 'InstanceNumber'), int)
+            if not pos and not isinstance(inst, int): raise CTReadError(f"{p}: has neither ImagePositionPatient nor InstanceNumber; cannot pair it")
+            keys.append((pos[2] if pos else float(inst), p))
+        keys.sort(key=lambda t: (t[0], t[1].name))
+        dup = [(a[1].name, b[1].name) for a, b in zip(keys, keys[1:]) if abs(a[0] - b[0]) < 1e-3]
+        if dup: raise CTReadError(f"{folder}: slices {dup[0][0]} and {dup[0][1]} share a position; cannot pair them")
+        return [p for _, p in keys]
     lo, fu = order(low_dir), order(full_dir)
     if len(lo) != len(fu):
         raise CTReadError(f"{low_dir} has {len(lo)} slices but {full_dir} has {len(fu)}; cannot pair them")
@@ -313,35 +743,52 @@ def _pair_dicom(low_dir: Path, full_dir: Path, dose, region, patient):
 
 _DOSE_DIR = re.compile(r'^(?:sim|dose)[-_]?(\d*\.?\d+)$', re.I)
 
+def _snap_dose(x: float) -> float:
+    "A dose fraction read from a folder name, snapped to 1/n when it is a rounded 1/n (0.33 -> 1/3, 0.12 -> 1/8)."
+    n = round(1 / x)
+    return 1 / n if n >= 1 and abs(x * n - 1) <= 0.05 else x
+
 def _npy_region(name: str):
     m = re.match(r'^([a-z]+)[_-]', name.lower())
     return _NPY_REGION.get(m.group(1)) if m else None
 
-def _pairs_npy(root: Path, quarter_dose: float):
-    full = [d for d in root.iterdir() if d.is_dir() and d.name.lower().startswith('full')]
+def _quarter_dose(region) -> float:
+    "The dose of a `quarter_*` folder: Mayo 2020's chest low-dose scans are at 10 %, the others at 25 %."
+    return MAYO2020_DOSE['C'] if region == 'chest' else MAYO2020_DOSE['L']
+
+def _pairs_npy(root: Path):
+    full = sorted(d for d in root.iterdir() if d.is_dir() and d.name.lower().startswith('full'))
     if not full: return []
     fulls = sorted(full[0].glob('*.npy'))
     out = []
     for d in sorted(root.iterdir()):
         if not d.is_dir() or d in full: continue
-        m = _DOSE_DIR.match(d.name)
-        dose = float(m.group(1)) if m else (quarter_dose if d.name.lower().startswith('quarter') else None)
-        if dose is None: continue
+        m, quarter = _DOSE_DIR.match(d.name), d.name.lower().startswith('quarter')
+        if not (m or quarter): continue
+        dose = None
+        if m:
+            x = float(m.group(1))
+            if not 0 < x <= 1: raise CTReadError(f"{d}: dose {m.group(1)} in the folder name is not a fraction in (0, 1]")
+            dose = _snap_dose(x)
         lows = sorted(d.glob('*.npy'))
         if len(lows) != len(fulls): raise CTReadError(f"{d} has {len(lows)} .npy slices but {full[0]} has {len(fulls)}; cannot pair them")
-        out += [CTPair(l, f, dose, _npy_region(l.name), root.name) for l, f in zip(lows, fulls)]
+        for l, f in zip(lows, fulls):
+            region = _npy_region(l.name)
+            out.append(CTPair(l, f, dose if exists(dose) else _quarter_dose(region), region, root.name))
     return out
 
 def find_pairs(root, *, thickness: str = '1mm') -> list[CTPair]:
     "Discover paired low/normal-dose slices under `root` (Mayo 2016, Mayo 2020 or `.npy` folder layouts)."
-    root = Path(root)
+    root = check_path(root, 'root')
+    if not isinstance(thickness, str) or not re.fullmatch(r'[0-9.]+mm', thickness):
+        raise ValueError(f"thickness must look like '1mm' or '3mm', got {thickness!r}")
     if not root.is_dir(): raise CTReadError(f"{root}: not a folder")
     pairs = []
     # Mayo 2016: <patient>/{full,quarter}_<thickness>/  (root may also be one patient folder)
     for q in sorted(root.glob(f'**/quarter_{thickness}')):
         f = q.parent/f'full_{thickness}'
         if not f.is_dir(): continue
-        if any(q.glob('*.npy')): pairs += _pairs_npy(q.parent, 0.25); continue
+        if any(q.glob('*.npy')): pairs += _pairs_npy(q.parent); continue
         pairs += _pair_dicom(q, f, 0.25, 'abdomen', q.parent.name)
     # Mayo 2020: series folders named '...Low Dose Images...' next to '...Full Dose Images...'
     for low in sorted(root.glob('**/*Low Dose Images*')):
@@ -354,7 +801,7 @@ def find_pairs(root, *, thickness: str = '1mm') -> list[CTPair]:
     # .npy folders: full_*/ next to sim-<dose>/ (when not found above)
     if not pairs:
         for fdir in sorted(root.glob('**/full*')):
-            if fdir.is_dir() and any(fdir.glob('*.npy')): pairs += _pairs_npy(fdir.parent, 0.25)
+            if fdir.is_dir() and any(fdir.glob('*.npy')): pairs += _pairs_npy(fdir.parent)
     if not pairs: raise CTReadError(f"{root}: found no paired low/normal-dose data (looked for Mayo 2016 "
                                     f"'quarter_{thickness}'/'full_{thickness}', Mayo 2020 'Low/Full Dose Images' "
                                     f"series, and .npy 'full_*' + 'sim-<dose>' folders)")
@@ -363,13 +810,23 @@ def find_pairs(root, *, thickness: str = '1mm') -> list[CTPair]:
 # %% ../nbs/01_io.ipynb #40042845
 def read_npy(path, *, offset: float = 0.0, hu_floor: float | None = HU_FLOOR) -> CTImage:
     "Read a `.npy` slice as HU: `HU = value - offset` (FoundDiff/CoreDiff files use `offset=1024`)."
-    path = Path(path)
-    if not path.exists(): raise CTReadError(f"{path}: no such file")
-    try: a = np.load(path, allow_pickle=False)
-    except Exception as e: raise CTReadError(f"{path}: not a readable .npy array ({e})") from None
+    path = check_path(path, 'path')
+    offset = check_number(offset, 'offset', lo=-1e5, hi=1e5)
+    if hu_floor is not None: check_number(hu_floor, 'hu_floor')
+    f, _ = _open_regular(path)
+    try:
+        with f:
+            fmt = np.lib.format
+            ver = fmt.read_magic(f)
+            shape = (fmt.read_array_header_1_0 if ver == (1, 0) else fmt.read_array_header_2_0)(f)[0]
+            if math.prod(shape) > 2**26: raise CTReadError(f"{path}: array of shape {shape} is too large for one CT slice")
+            f.seek(0); a = np.load(f, allow_pickle=False)
+    except CTReadError: raise
+    except Exception as e: raise CTReadError(f"{path}: not a readable .npy array, or truncated ({type(e).__name__}: {e})") from None
+    if not isinstance(a, np.ndarray): raise CTReadError(f"{path}: holds {type(a).__name__}, not one array")
     a = np.squeeze(a)
-    if a.ndim != 2: raise CTReadError(f"{path}: expected one slice, got array of shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.number): raise CTReadError(f"{path}: not numeric (dtype {a.dtype})")
+    if a.ndim != 2 or 0 in a.shape: raise CTReadError(f"{path}: expected one slice (2-D, non-empty), got array of shape {a.shape}")
+    if a.dtype == bool or np.iscomplexobj(a) or not np.issubdtype(a.dtype, np.number): raise CTReadError(f"{path}: not real numbers (dtype {a.dtype})")
     if not np.isfinite(a).all(): raise CTReadError(f"{path}: contains NaN or inf")
     hu = a.astype(np.float32) - np.float32(offset)
     n = 0
@@ -378,4 +835,4 @@ def read_npy(path, *, offset: float = 0.0, hu_floor: float | None = HU_FLOOR) ->
 
 def read_slice(path, **kwargs) -> CTImage:
     "Read one slice from a DICOM/IMA file or a `.npy` file (by extension)."
-    return read_npy(path, **kwargs) if Path(path).suffix.lower() == '.npy' else read_dicom(path, **kwargs)
+    return read_npy(path, **kwargs) if check_path(path, 'path').suffix.lower() == '.npy' else read_dicom(path, **kwargs)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import exists, default, show_ct, as_generator
+from .core import exists, default, show_ct, as_generator, check_number, check_choice, check_finite
 
 # %% auto #0
 __all__ = ['LABELS', 'FOV_MM', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_texture', 'phantom', 'REGIONS']
@@ -25,6 +25,11 @@ class Ellipse:
     theta: float  # rotation in degrees, counter-clockwise
     hu: float     # CT number painted inside, in HU
     label: str    # tissue name (a key of the region's label list)
+
+    def __post_init__(self):
+        for k in ('cx', 'cy', 'theta', 'hu'): check_number(getattr(self, k), k)
+        for k in ('a', 'b'): check_number(getattr(self, k), k, lo=0, lo_open=True)
+        if not isinstance(self.label, str): raise TypeError(f"label must be a string, got {type(self.label).__name__}")
 
     def inside(self, x, y):
         "Boolean mask of the points (x, y) (arrays) inside the ellipse."
@@ -42,6 +47,14 @@ class Ellipse:
 # %% ../nbs/02_phantoms.ipynb #ee032eed
 def rasterize(ellipses, size: int, supersample: int = 4, background: float = -1000., labels=None):
     "Paint `ellipses` in order on a `size`x`size` grid with `supersample`^2 samples per pixel; HU (and label map if `labels`)."
+    size = check_number(size, 'size', lo=1, hi=4096, integer=True)
+    supersample = check_number(supersample, 'supersample', lo=1, hi=32, integer=True)
+    background = check_number(background, 'background')
+    if size * supersample > 16384: raise ValueError(f"size x supersample = {size} x {supersample} is too large (at most 16384 samples a side)")
+    ellipses = list(ellipses)
+    for e in ellipses:
+        if not isinstance(e, Ellipse): raise TypeError(f"ellipses must hold Ellipse objects, got {type(e).__name__}")
+        if exists(labels) and e.label not in labels: raise ValueError(f"labels has no entry {e.label!r} (an ellipse's label)")
     n = size * supersample
     img = np.full((n, n), background, dtype=np.float64)
     lab = np.zeros((n, n), dtype=np.int16) if exists(labels) else None
@@ -236,6 +249,12 @@ def _texture(size: int, generator, grid: int = 24) -> np.ndarray:
 
 def add_texture(hu, labels, names, generator=None, amount: float = 1.0) -> np.ndarray:
     "`hu` plus a smooth texture of std `amount * TEXTURE_HU[tissue]` in each labelled tissue (labels index `names`)."
+    hu, labels = np.asarray(check_finite(hu, 'hu')), np.asarray(labels)
+    if hu.ndim != 2 or hu.shape[0] != hu.shape[1] or hu.size == 0: raise ValueError(f"hu must be one square slice (N, N), got shape {hu.shape}")
+    if labels.shape != hu.shape: raise ValueError(f"labels must have the shape of hu {hu.shape}, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(names):
+        raise ValueError(f"labels must be integers in [0, {len(names) - 1}] (indices into names)")
+    amount = check_number(amount, 'amount', lo=0, hi=100)
     amp = np.array([TEXTURE_HU.get(n, 0.) for n in names], dtype=np.float32)[labels]   # (H, W) std per pixel
     return (hu + amount * amp * _texture(hu.shape[-1], generator)).astype(np.float32)
 
@@ -248,9 +267,14 @@ def phantom(region: str,                  # one of `REGIONS`: 'head', 'chest' or
             texture: float = 1.0,         # scale of the tissue texture (0: flat organs)
            ):
     "A random `size`x`size` phantom of `region` in HU (float32 numpy), optionally with its label map."
-    if region not in REGIONS: raise ValueError(f"unknown region {region!r}; choose one of {REGIONS}")
-    if not isinstance(size, (int, np.integer)) or not 16 <= size <= 1024:
-        raise ValueError(f"size must be an integer in [16, 1024], got {size!r}")
+    if not isinstance(region, str): raise TypeError(f"region must be one of {REGIONS}, got {type(region).__name__} {region!r}")
+    if region not in REGIONS: raise ValueError(f"unknown region {region!r}; region must be one of {REGIONS}")
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"size must be an integer in [16, 1024], got {type(size).__name__} {size!r}")
+    if not 16 <= size <= 1024: raise ValueError(f"size must be an integer in [16, 1024], got {size!r}")
+    if not isinstance(return_labels, (bool, np.bool_)): raise TypeError(f"return_labels must be True or False, got {return_labels!r}")
+    if exists(supersample): supersample = check_number(supersample, 'supersample', lo=1, hi=16, integer=True)
+    texture = check_number(texture, 'texture', lo=0, hi=100)
     s = default(supersample, max(2, min(8, math.ceil(512 / size))))
     draw = _Draw(generator)
     es = _BUILDERS[region](draw)

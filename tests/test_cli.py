@@ -56,6 +56,34 @@ def test_help_and_version():
     r = _run('--version'); assert r.returncode == 0 and 'founddiff' in r.stdout
 
 
+@pytest.mark.parametrize('kind', ['file', 'under_file'])
+def test_out_checked_before_any_work(tmp_path, kind):
+    "An --out that is a file (or lies under one) fails at once: one line, status 2, nothing printed on stdout."
+    f = tmp_path / 'taken'; f.write_text('keep')
+    out = f if kind == 'file' else f / 'sub'
+    r = _run('demo', '--out', str(out))
+    assert r.returncode == 2 and r.stdout == ''
+    assert r.stderr.count('\n') == 1 and r.stderr.startswith('founddiff: error: --out ') and str(out) in r.stderr
+    assert f.read_text() == 'keep'
+
+
+def test_usage_error_is_one_line():
+    r = _run('demo', '--no-such-option')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'unrecognized arguments' in r.stderr
+
+
+def test_damaged_dicom_is_one_line(tmp_path):
+    "A slice whose RescaleSlope is text: the command says so in one line (no pydicom warnings, no traceback)."
+    import pydicom
+    from pydicom.dataelem import DataElement
+    ds = pydicom.dcmread(sample_path('CT_small.dcm'))
+    ds[0x00281053] = DataElement(0x00281053, 'DS', '1'); ds[0x00281053]._value = 'abc'
+    p = tmp_path / 'bad slope.dcm'; ds.save_as(p)
+    r = _run('demo', '--input', str(p), '--out', str(tmp_path / 'o'))
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert 'RescaleSlope' in r.stderr and str(p) in r.stderr and not (tmp_path / 'o').exists()
+
+
 # ---- founddiff denoise / simulate: DICOM slice, DICOM series, NIfTI volume, with a saved `tiny` model
 
 import hashlib

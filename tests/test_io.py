@@ -236,3 +236,96 @@ def test_npy(tmp_path):
     np.save(tmp_path / 'b.npy', np.zeros((2, 4, 4))); np.save(tmp_path / 'c.npy', np.full((4, 4), np.nan))
     with pytest.raises(CTReadError, match='one slice'): read_npy(tmp_path / 'b.npy')
     with pytest.raises(CTReadError, match='NaN'): read_npy(tmp_path / 'c.npy')
+
+
+# ---------- options and corrections that come with the bad-input checks ----------
+def _no_rescale(tmp_path):
+    ds = pydicom.dcmread(SMALL); del ds.RescaleSlope, ds.RescaleIntercept; p = tmp_path / 'nr.dcm'; ds.save_as(p)
+    return p, pydicom.dcmread(SMALL).pixel_array.astype(np.float64)
+
+
+def test_missing_rescale_is_an_error_unless_told(tmp_path):
+    p, stored = _no_rescale(tmp_path)
+    with pytest.raises(CTReadError, match=r"nr\.dcm: RescaleSlope and RescaleIntercept missing.*missing_rescale="): read_dicom(p)
+    np.testing.assert_array_equal(read_dicom(p, missing_rescale='assume-hu', hu_floor=None).hu, stored)
+    np.testing.assert_array_equal(read_dicom(p, missing_rescale='raw-minus-1024', hu_floor=None).hu, stored - 1024)
+    # with the right assumption we get exactly what the intact file gives
+    np.testing.assert_array_equal(read_dicom(p, missing_rescale='raw-minus-1024').hu, read_dicom(SMALL).hu)
+
+
+def test_non_ct_without_rescale_is_identity(tmp_path):
+    ds = pydicom.dcmread(SMALL); ds.Modality = 'MR'; del ds.RescaleSlope, ds.RescaleIntercept; p = tmp_path / 'mr.dcm'; ds.save_as(p)
+    img = read_dicom(p, allow_non_ct=True, hu_floor=None)
+    np.testing.assert_array_equal(img.hu, ds.pixel_array.astype(np.float32)); assert img.meta['rescale'] == 'identity (not CT)'
+
+
+def test_pixel_spacing_checked(tmp_path):
+    ds = pydicom.dcmread(SMALL); ds.PixelSpacing = [0, 0.5]; p = tmp_path / 'ps.dcm'; ds.save_as(p)
+    with pytest.raises(CTReadError, match=r'ps\.dcm: PixelSpacing'): read_dicom(p)
+
+
+@pytest.mark.filterwarnings('ignore:Invalid value for VR UI')  # that test file has non-conformant UIDs
+def test_jpeg_lossless_stream_wider_than_bits_stored_matches_pydicom():
+    "bad_sequence.dcm: a 16-bit JPEG stream with BitsStored 12 is decoded unmasked, checked, then masked as pydicom does."
+    from pydicom.data import get_testdata_file
+    p = get_testdata_file('bad_sequence.dcm')
+    np.testing.assert_allclose(read_dicom(p).hu, _reference_hu(p), atol=1e-3)
+
+
+@pytest.mark.parametrize('folder,want', [('sim-0.33', 1 / 3), ('sim-0.17', 1 / 6), ('sim-0.12', 1 / 8), ('sim-0.25', 1 / 4),
+                                         ('sim-0.10', 1 / 10), ('dose_0.05', 1 / 20), ('sim-0.7', 0.7), ('sim-1', 1.0)])
+def test_npy_dose_snapping(tmp_path, folder, want):
+    "A dose written with two decimals is 1/n when within 5 % of it (reference: the exact fraction)."
+    for d in ('full_1mm', folder):
+        (tmp_path / 'p' / d).mkdir(parents=True); np.save(tmp_path / 'p' / d / 'ab_000.npy', np.zeros((4, 4)))
+    (pair,) = find_pairs(tmp_path)
+    assert pair.dose == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize('prefix,region,want', [('lung', 'chest', 0.10), ('chest', 'chest', 0.10), ('ab', 'abdomen', 0.25),
+                                                ('head', 'head', 0.25), ('x', None, 0.25)])
+def test_npy_quarter_dose_by_region(tmp_path, prefix, region, want):
+    "FoundDiff's .npy layout: quarter_1mm holds Mayo 2020's low-dose scans, 10 % for the chest, 25 % otherwise."
+    for d in ('full_1mm', 'quarter_1mm'):
+        (tmp_path / 'p' / d).mkdir(parents=True); np.save(tmp_path / 'p' / d / f'{prefix}_000.npy', np.zeros((4, 4)))
+    (pair,) = find_pairs(tmp_path)
+    assert (pair.dose, pair.region) == (want, region)
+
+
+def test_mayo2016_npy_quarter_chest(tmp_path):
+    "The same rule where quarter_1mm/full_1mm sit in a Mayo 2016-like patient folder."
+    for d in ('full_1mm', 'quarter_1mm'):
+        (tmp_path / 'C001' / d).mkdir(parents=True)
+        for n in ('lung_000.npy', 'lung_001.npy'): np.save(tmp_path / 'C001' / d / n, np.zeros((4, 4)))
+    assert {p.dose for p in find_pairs(tmp_path)} == {0.10}
+
+
+def test_write_unicode_description_survives(tmp_path):
+    out = write_dicom(read_dicom(SMALL).hu, SMALL, tmp_path / 'u.dcm', description='débruité, 低剂量')
+    ds = pydicom.dcmread(out)
+    assert ds.SeriesDescription == 'débruité, 低剂量' and ds.SpecificCharacterSet == 'ISO_IR 192'
+    assert str(ds.PatientName) == str(pydicom.dcmread(SMALL).PatientName)
+
+
+@pytest.mark.skipif(not hasattr(__import__('os'), 'fork'), reason='needs fork')
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')   # "fork() in a multi-threaded process"
+def test_decoder_helper_survives_fork_and_threads():
+    "The compressed-pixel helper process: a forked child (a DataLoader worker) gets its own; threads take turns."
+    import os, threading
+    from pydicom.data import get_testdata_file
+    p = get_testdata_file('693_J2KR.dcm'); a = read_dicom(p).hu
+    pid = os.fork()
+    if pid == 0: os._exit(0 if np.array_equal(read_dicom(p).hu, a) else 3)
+    np.testing.assert_array_equal(read_dicom(p).hu, a)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    res = []
+    ts = [threading.Thread(target=lambda: res.append(np.array_equal(read_dicom(p).hu, a))) for _ in range(3)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    assert res == [True] * 3
+
+
+def test_deflated_roundtrip(tmp_path):
+    ds = pydicom.dcmread(SMALL); ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    p = tmp_path / 'd.dcm'; ds.save_as(p, enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(p).hu, read_dicom(SMALL).hu)
