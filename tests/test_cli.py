@@ -114,7 +114,7 @@ def _series(folder, n=3):
 def test_denoise_dicom_slice(tmp_path, tiny):
     import pydicom
     src = sample_path('CT_small.dcm'); h = _sha(src)
-    r = _run('denoise', str(src), '--out', str(tmp_path / 'd.dcm'), '--model', str(tiny), '--no-progress')
+    r = _run('denoise', str(src), '--out', str(tmp_path / 'd.dcm'), '--model', str(tiny), '--device', 'cpu', '--no-progress')
     assert r.returncode == 0, r.stderr
     assert _sha(src) == h
     a, b = pydicom.dcmread(src), pydicom.dcmread(tmp_path / 'd.dcm')
@@ -187,3 +187,12 @@ def test_file_commands_help():
                        ('simulate', ('--dose', '--out', '1/4', 'NIfTI'))):
         r = _run(cmd, '--help')
         assert r.returncode == 0 and all(w in r.stdout for w in words), r.stdout
+
+
+def test_file_commands_refuse_non_ct_and_missing_model(tmp_path, tiny):
+    (tmp_path / 'notes.dcm').write_text('not an image')
+    r = _run('denoise', str(tmp_path / 'notes.dcm'), '--out', str(tmp_path / 'o.dcm'), '--model', str(tiny))
+    assert r.returncode == 2 and 'not a DICOM file' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _run('denoise', str(sample_path('CT_small.dcm')), '--out', str(tmp_path / 'o.dcm'), '--model', 'nonesuch')
+    assert r.returncode == 2 and "no shipped DA-Diff model 'nonesuch'" in r.stderr, r.stderr
+    assert not (tmp_path / 'o.dcm').exists()
