@@ -340,9 +340,9 @@ class Trainer:
         if not isinstance(cfg, TrainConfig): raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
         self.cfg, self.progress = cfg, progress
         if exists(cfg.threads): torch.set_num_threads(cfg.threads)
-        self.device = init_distributed(cfg.device)
         self.rank, self.world, _ = dist_info()
         if cfg.batch_size % self.world: raise ValueError(f"TrainConfig: batch_size {cfg.batch_size} must be a multiple of the number of processes ({self.world})")
+        self.device = init_distributed(cfg.device)
         self.out = Path(cfg.out)
         self.slices = default(slices, lambda: build_slices(cfg, progress and self.rank == 0))
         if not len(self.slices): raise ValueError("no training slices")
