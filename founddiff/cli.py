@@ -81,8 +81,9 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     "Run the demo: read CT, build the sections, write PNGs, `index.html` and `summary.json` into `out`."
     import matplotlib
     if 'matplotlib.pyplot' not in sys.modules: matplotlib.use('Agg')
+    from founddiff.data import dose_sections
     images = load_demo_input(input)
-    sections = [windows_section(images), dose_section(dose_images(real=images))]
+    sections = [windows_section(images), *dose_sections(dose_images(real=images))]   # real slices at their native size
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     for s in sections:
         if s.get('png'):

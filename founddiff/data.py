@@ -4,22 +4,24 @@
 
 # %% ../nbs/04_data.ipynb #6d578fa4
 from __future__ import annotations
-import hashlib, json, math, os, re
+import hashlib, io, json, math, numbers, os, re, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
-from .core import exists, default, hu_to_unit, unit_to_hu, atomic_write, sample_path, show_ct, WINDOWS
+from .core import exists, default, hu_to_unit, unit_to_hu, atomic_write, sample_path, show_ct, get_window, WINDOWS
 from .io import read_slice, read_dicom, find_pairs, CTPair, CTImage, CTReadError
 from .phantoms import phantom, REGIONS, FOV_MM
-from .physics import simulate_doses, simulate_low_dose, DOSES, SEEN_DOSES, UNSEEN_DOSES, dose_name, FanBeamGeometry
+from .physics import simulate_doses, simulate_low_dose, DOSES, SEEN_DOSES, UNSEEN_DOSES, dose_name, FanBeamGeometry, MODES
+from .physics import _check_dose, _check_doses
 
 # %% auto #0
 __all__ = ['SCALES', 'make_sample', 'augment_pair', 'read_nifti', 'PhantomSource', 'FileSource', 'find_slices', 'DoseCache',
            'SimulatedDoseDataset', 'PhantomSources', 'phantom_dataset', 'folder_dataset', 'split_by_patient',
-           'PairedDataset', 'phantom_splits', 'get_dataloaders', 'dose_images', 'dose_grid', 'dose_section']
+           'PairedDataset', 'phantom_splits', 'get_dataloaders', 'dose_images', 'dose_grid', 'native_mosaic',
+           'dose_sections', 'dose_section']
 
 # %% ../nbs/04_data.ipynb #b356cf67
 SCALES = ('unit', 'hu')
@@ -27,12 +29,30 @@ SCALES = ('unit', 'hu')
 def _region_index(region) -> int:
     "Index of `region` in `REGIONS` (-1 for None)."
     if region is None: return -1
-    if region not in REGIONS: raise ValueError(f"unknown region {region!r}; choose one of {REGIONS} or None")
+    if not isinstance(region, str) or region not in REGIONS: raise ValueError(f"unknown region {region!r}; choose one of {REGIONS} or None")
     return REGIONS.index(region)
+
+def _count(v, name: str, lo: int = 1) -> int:
+    "An int >= `lo` (not a bool or a float), else a TypeError/ValueError naming `name`."
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral): raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < lo: raise ValueError(f"{name} must be >= {lo}, got {v}")
+    return int(v)
+
+def _image(x, name: str) -> np.ndarray:
+    "A real, finite (H, W) float32 image, else an error naming `name`."
+    a = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if a.dtype == object or a.dtype == bool or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a): raise TypeError(f"{name} must be a real numeric image, got dtype {a.dtype}")
+    a = np.squeeze(a) if a.ndim == 3 and a.shape[0] == 1 else a
+    if a.ndim != 2 or 0 in a.shape: raise ValueError(f"{name} must be an image (H, W), got shape {a.shape}")
+    a = np.asarray(a, dtype=np.float32)
+    if not np.isfinite(a).all(): raise ValueError(f"{name} contains NaN or infinite values")
+    return a
 
 def make_sample(ldct, ndct, dose: float, region, key: str = '', scale: str = 'unit') -> dict:
     "A sample dict from HU slices (H, W): ldct/ndct (1, H, W) float32 on `scale`, dose, region index, key."
-    if scale not in SCALES: raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if not isinstance(scale, str) or scale not in SCALES: raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    ldct, ndct, dose = _image(ldct, 'ldct'), _image(ndct, 'ndct'), _check_dose(dose, 'dose')
+    if ldct.shape != ndct.shape: raise ValueError(f"ldct {ldct.shape} and ndct {ndct.shape} must have one shape")
     f = (lambda x: hu_to_unit(x)) if scale == 'unit' else (lambda x: x)
     t = lambda x: torch.as_tensor(np.asarray(f(np.asarray(x, dtype=np.float32)), dtype=np.float32))[None]  # (1, H, W)
     return dict(ldct=t(ldct), ndct=t(ndct), dose=torch.tensor(float(dose), dtype=torch.float32),
@@ -132,33 +152,51 @@ def find_slices(root, region: str | None = None, *, patient_level: int = 1) -> l
 
 # %% ../nbs/04_data.ipynb #dd6dbdd7
 class DoseCache:
-    "A folder of simulated multi-dose stacks, one float32 `(1 + len(doses), H, W)` `.npy` file per source key."
-    def __init__(self, folder, config: dict):
-        self.folder, self.config = Path(folder), json.loads(json.dumps(config))
-        self.folder.mkdir(parents=True, exist_ok=True)
+    "A folder of simulated multi-dose stacks, one int16 HU `(1 + len(doses), H, W)` `.npy` file per source key, and its manifest."
+    VERSION = 2                                                                # 2: int16 HU stacks (1: float32)
+    def __init__(self, folder, config: dict, *, rebuild: bool = False):
+        if not isinstance(config, dict): raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        if 'doses' not in config: raise ValueError("config must say which doses the stacks hold ('doses')")
+        _check_doses(list(config['doses']), len(config['doses']), 'config doses')
+        self.folder = Path(folder)
+        self.config = json.loads(json.dumps(dict(config, cache_version=self.VERSION, storage='int16 HU')))
         man = self.folder/'cache.json'
+        problem = None
         if man.exists():
             try: old = json.loads(man.read_text())
-            except ValueError: old = None
-            if exists(old) and old != self.config:
+            except (ValueError, UnicodeDecodeError): old = None
+            if not isinstance(old, dict): problem = f"its manifest {man} is damaged (not a JSON dict)"
+            elif old != self.config:
                 diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
-                raise ValueError(f"cache {self.folder} was built with other settings ({', '.join(diff)} differ); "
-                                 f"use another folder or delete it")
-        if not man.exists() or old is None:
+                problem = f"it was built with other settings ({', '.join(diff)} differ)"
+        elif self.folder.is_dir() and any(self.folder.glob('*.npy')): problem = f"it holds stacks but no manifest ({man.name})"
+        if problem and not rebuild:
+            raise ValueError(f"cache {self.folder}: {problem}, so its stacks cannot be served; "
+                             f"use another folder, delete it, or pass rebuild=True")
+        if problem:
+            for p in self.folder.glob('*.npy'): p.unlink()
+        if problem or not man.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
             with atomic_write(man, 'w') as f: json.dump(self.config, f, indent=1)
+
     def path(self, key: str) -> Path: return self.folder/f"{key}.npy"
+
     def load(self, key: str, mmap: bool = True):
-        "The stack for `key`, or None if it is missing or damaged."
+        "The int16 HU stack for `key`, or None if it is missing or damaged."
         p = self.path(key)
         if not p.exists(): return None
         try: a = np.load(p, mmap_mode='r' if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError): return None
-        if a.dtype != np.float32 or a.ndim != 3 or a.shape[0] != 1 + len(self.config['doses']): return None
+        if a.dtype != np.int16 or a.ndim != 3 or a.shape[0] != 1 + len(self.config['doses']) or 0 in a.shape: return None
         return a
+
     def save(self, key: str, stack):
-        "Write `stack` (1 + K, H, W) atomically."
-        stack = np.ascontiguousarray(stack, dtype=np.float32)
-        with atomic_write(self.path(key)) as f: np.save(f, stack)
+        "Write `stack` (1 + K, H, W) in HU atomically, rounded to int16."
+        stack = np.asarray(stack, dtype=np.float64)
+        if stack.ndim != 3 or stack.shape[0] != 1 + len(self.config['doses']):
+            raise ValueError(f"stack must be (1 + {len(self.config['doses'])}, H, W), got shape {stack.shape}")
+        if not np.isfinite(stack).all(): raise ValueError(f"stack for {key!r} has NaN or infinite values; not cached")
+        with atomic_write(self.path(key)) as f: np.save(f, np.clip(np.rint(stack), -32768, 32767).astype(np.int16))
 
 # %% ../nbs/04_data.ipynb #11cbd53c
 class SimulatedDoseDataset(Dataset):
@@ -168,14 +206,14 @@ class SimulatedDoseDataset(Dataset):
                  augment: bool = False,          # random flips / quarter turns (torch's global RNG: seeded per worker)
                  seed: int = 0,                  # noise seed (with the source key and dose)
                  cache_dir=None,                 # folder for a disk cache of all doses per source
-                 **sim_kwargs):                  # passed to `simulate_doses` (i0, sigma_e2, filter, reference, ...)
+                 **sim_kwargs):                  # passed to `simulate_doses` (i0, sigma_e2, filter, reference, mode, ...)
         self.sources = sources if isinstance(sources, PhantomSources) else list(sources)
-        self.doses = tuple(float(d) for d in doses)
+        if isinstance(doses, (str, bytes)) or not hasattr(doses, '__len__'): raise TypeError(f"doses must be a sequence of dose fractions, got {doses!r}")
+        if not len(doses): raise ValueError("no doses")
+        self.doses = tuple(_check_doses(list(doses), len(doses), 'doses'))
         if not len(self.sources): raise ValueError("no sources")
-        if not self.doses: raise ValueError("no doses")
-        for d in self.doses:
-            if not 0 < d <= 1: raise ValueError(f"dose must be a fraction of the normal dose in (0, 1], got {d}")
-        if scale not in SCALES: raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        if not isinstance(scale, str) or scale not in SCALES: raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        _count(seed, 'seed', 0)
         if 'geometry' in sim_kwargs or 'generator' in sim_kwargs or 'pixel_spacing' in sim_kwargs:
             raise ValueError("geometry, pixel_spacing and generator are chosen per source; set match_noise / i0 / sigma_e2 / filter instead")
         self.scale, self.augment, self.seed, self.sim = scale, augment, seed, dict(sim_kwargs)
@@ -183,7 +221,7 @@ class SimulatedDoseDataset(Dataset):
         self.cache = DoseCache(cache_dir, self._config()) if exists(cache_dir) else None
 
     def _config(self) -> dict:
-        return dict(version=1, doses=list(self.doses), seed=self.seed, match_noise=self.match_noise,
+        return dict(version=2, doses=list(self.doses), seed=self.seed, match_noise=self.match_noise,
                     sim={k: v for k, v in sorted(self.sim.items())})
 
     def __len__(self): return len(self.sources) * len(self.doses)
@@ -205,6 +243,7 @@ class SimulatedDoseDataset(Dataset):
         if a is None:
             low, ref = self._simulate([src], self.doses, per_dose=False)
             a = np.concatenate([ref, low[:, 0]]); self.cache.save(src.key, a)
+            a = np.clip(np.rint(a), -32768, 32767).astype(np.int16)          # what the cache holds: the same item either way
         return a
 
     def __getitem__(self, i: int) -> dict:
@@ -220,20 +259,26 @@ class SimulatedDoseDataset(Dataset):
         return s
 
     def build_cache(self, batch_size: int = 16, progress: bool = True) -> int:
-        "Simulate every source not yet (validly) in the cache, `batch_size` at a time; returns how many were built."
+        "Simulate every source not yet (validly) in the cache, `batch_size` at a time (fewer for big slices); returns how many were built."
         if self.cache is None: raise ValueError("this dataset has no cache_dir")
+        _count(batch_size, 'batch_size')
         from tqdm.auto import tqdm
         todo = [s for s in self.sources if self.cache.load(s.key) is None]
         groups = {}
         for s in todo: groups.setdefault(self._group(s), []).append(s)      # batch sources of the same grid
         bar = tqdm(total=len(todo), desc='simulating doses', unit='slice', disable=not progress)
+        t0 = time.perf_counter()
         for srcs in groups.values():
-            for b0 in range(0, len(srcs), batch_size):
-                chunk = srcs[b0:b0 + batch_size]
+            bs = max(1, min(batch_size, 2**19 // srcs[0].size**2)) if isinstance(srcs[0], PhantomSource) else 1   # memory: ~2 slices of 512^2
+            for b0 in range(0, len(srcs), bs):
+                chunk = srcs[b0:b0 + bs]
                 low, ref = self._simulate(chunk, self.doses, per_dose=False)
                 for b, s in enumerate(chunk): self.cache.save(s.key, np.concatenate([ref[b][None], low[:, b]]))
                 bar.update(len(chunk))
+                bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - t0, 1e-9) * 60:.1f} slices/min")
         bar.close()
+        dt = time.perf_counter() - t0
+        if progress and todo: print(f"built {len(todo)} slices x {len(self.doses)} doses in {dt:.1f} s: {len(todo) / dt * 60:.1f} slices/minute")
         return len(todo)
 
     def _group(self, s):
@@ -244,8 +289,11 @@ class SimulatedDoseDataset(Dataset):
 class PhantomSources:
     "A lazy sequence of `n` `PhantomSource`s cycling through `regions` (nothing is stored: n can be huge)."
     def __init__(self, n: int, size: int = 64, regions=REGIONS, seed: int = 0, split: str = 'train'):
-        if n < 1: raise ValueError(f"n must be positive, got {n}")
-        self.n, self.size, self.regions, self.seed, self.split = int(n), size, tuple(regions), seed, split
+        if not isinstance(n, (bool, np.bool_)) and isinstance(n, numbers.Integral) and n < 1: raise ValueError(f"n must be positive, got {n}")
+        _count(n, 'n'); _count(size, 'size', 8); _count(seed, 'seed', 0)
+        if not isinstance(split, str) or not split: raise ValueError(f"split must be a non-empty string, got {split!r}")
+        if isinstance(regions, str) or not len(tuple(regions)): raise ValueError(f"regions must be a non-empty sequence of {REGIONS}, got {regions!r}")
+        self.n, self.size, self.regions, self.seed, self.split = int(n), int(size), tuple(regions), int(seed), split
         for r in self.regions: _region_index(r)
     def __len__(self): return self.n
     def __getitem__(self, j):
@@ -290,9 +338,11 @@ class PairedDataset(Dataset):
         self.pairs = [p if isinstance(p, CTPair) else CTPair(Path(p[0]), Path(p[1]), *p[2:]) for p in pairs]
         if not self.pairs: raise ValueError("no pairs")
         for p in self.pairs:
-            if p.dose is None or not 0 < float(p.dose) <= 1: raise ValueError(f"{p.ldct}: dose must be a fraction in (0, 1], got {p.dose}")
+            try: _check_dose(p.dose, 'dose')
+            except (TypeError, ValueError): raise ValueError(f"{p.ldct}: dose must be a fraction in (0, 1], got {p.dose!r}") from None
             _region_index(p.region)
-        if scale not in SCALES: raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        if not isinstance(scale, str) or scale not in SCALES: raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        if isinstance(npy_offset, (bool, str)) or not isinstance(npy_offset, numbers.Real) or not math.isfinite(npy_offset): raise ValueError(f"npy_offset must be a finite number, got {npy_offset!r}")
         self.scale, self.augment, self.npy_offset = scale, augment, npy_offset
 
     def __len__(self): return len(self.pairs)
@@ -312,6 +362,7 @@ class PairedDataset(Dataset):
 def phantom_splits(n_train: int = 300, n_val: int = 30, n_test: int = 30, size: int = 64, *, seed: int = 0,
                    cache_dir=None, **kwargs) -> dict[str, SimulatedDoseDataset]:
     "Phantom datasets: train (seen doses, augmented), val (seen), test_seen, test_unseen (own patients each)."
+    for v, name in ((n_train, 'n_train'), (n_val, 'n_val'), (n_test, 'n_test')): _count(v, name)
     cd = lambda name: (Path(cache_dir)/name) if exists(cache_dir) else None
     mk = lambda n, split, doses, name, aug=False: phantom_dataset(n, size, doses=doses, seed=seed, split=split, augment=aug, cache_dir=cd(name), **kwargs)
     return dict(train=mk(n_train, 'train', SEEN_DOSES, 'train', True), val=mk(n_val, 'val', SEEN_DOSES, 'val'),
@@ -320,7 +371,9 @@ def phantom_splits(n_train: int = 300, n_val: int = 30, n_test: int = 30, size: 
 def get_dataloaders(datasets: dict | None = None, *, batch_size: int = 8, num_workers: int = 0, seed: int = 0,
                     pin_memory: bool = False, **phantom_kwargs) -> dict[str, DataLoader]:
     "DataLoaders for `datasets` (name -> Dataset; 'train' shuffled and drops the last partial batch); None: `phantom_splits(**phantom_kwargs)`."
+    _count(batch_size, 'batch_size'); _count(num_workers, 'num_workers', 0); _count(seed, 'seed', 0)
     datasets = default(datasets, lambda: phantom_splits(seed=seed, **phantom_kwargs))
+    if not isinstance(datasets, dict) or not datasets: raise TypeError(f"datasets must be a non-empty dict of name -> Dataset, got {type(datasets).__name__}")
     out = {}
     for name, ds in datasets.items():
         train = name == 'train'
@@ -332,52 +385,79 @@ def get_dataloaders(datasets: dict | None = None, *, batch_size: int = 8, num_wo
 # %% ../nbs/04_data.ipynb #0fa91559
 _REGION_WINDOW = {'head': 'brain', 'chest': 'lung', 'abdomen': 'abdomen'}
 
-def _resize(hu, spacing, size: int):
-    "Area-resize a slice (H, W) to (size, size) (padding to square with air), returning the new pixel spacing."
-    H, W = hu.shape
-    dy, dx = (spacing, spacing) if isinstance(spacing, (int, float)) else spacing
-    n = max(H, W)
-    sq = np.full((n, n), -1000., np.float32); sq[(n - H) // 2:(n - H) // 2 + H, (n - W) // 2:(n - W) // 2 + W] = hu
-    out = F.interpolate(torch.as_tensor(sq)[None, None], size=(size, size), mode='area')[0, 0].numpy()
-    return out, max(dy, dx) * n / size
-
 def _window_for(meta: dict) -> str:
     "A display window from DICOM metadata (BodyPartExamined), soft tissue by default."
     part = (meta.get('body_part') or '').lower()
     return 'brain' if any(w in part for w in ('head', 'brain', 'skull')) else 'lung' if any(w in part for w in ('chest', 'lung', 'thorax')) else 'abdomen'
 
 def dose_images(size: int = 64, seed: int = 0, real=None) -> list[tuple[str, np.ndarray, float, str]]:
-    "The dose grid's images as (name, HU, spacing, window): `real` [(name, CTImage)] (default: the bundled head slice), then a phantom per region."
+    "(name, HU, pixel spacing, window) of `real` [(name, CTImage)] at their native size and spacing (default: the bundled 512x512 head), then a phantom per region at the teaching size `size`."
+    _count(size, 'size', 8); _count(seed, 'seed', 0)
     real = default(real, lambda: [('693_UNCI.dcm', read_dicom(sample_path('693_UNCI.dcm')))])
     out = []
     for name, img in real:
         hu = img.hu if img.hu.ndim == 2 else img.hu[img.hu.shape[0] // 2]    # a volume: its middle slice
-        hu, sp = _resize(hu, img.meta.get('pixel_spacing') or 350 / max(hu.shape), size)
-        out.append((f"{name} (real)", hu, sp, 'brain' if name == '693_UNCI.dcm' else _window_for(img.meta)))
-    return out + [(f"{r} phantom", phantom(r, size, seed), FOV_MM[r] / size, _REGION_WINDOW[r]) for r in REGIONS]
+        sp = img.meta.get('pixel_spacing') or 350 / max(hu.shape)             # no spacing in the file: a 350 mm field of view
+        out.append((f"{name} (real)", np.asarray(hu, np.float32), sp, 'brain' if name == '693_UNCI.dcm' else _window_for(img.meta)))
+    return out + [(f"{r} phantom ({size}x{size})", phantom(r, size, seed), FOV_MM[r] / size, _REGION_WINDOW[r]) for r in REGIONS]
 
-def dose_grid(images=None, doses=DOSES, *, size: int = 64, seed: int = 0, **sim_kwargs):
+def _simulate_images(images, doses, seed: int, **sim_kwargs):
+    "[(low (K, H, W), reference (H, W))] for each of `images` (name, HU, spacing, window), each at its own size and spacing."
+    return [simulate_doses(hu, doses, generator=_stable_seed('grid', seed, name), pixel_spacing=sp, **sim_kwargs) for name, hu, sp, _ in images]
+
+def dose_grid(images=None, doses=DOSES, *, size: int = 64, seed: int = 0, sims=None, **sim_kwargs):
     "Figure of `images` (default `dose_images`) at every dose, and rows {dose, <image>: noise std in HU} (one per dose)."
     import matplotlib.pyplot as plt
     images = default(images, lambda: dose_images(size, seed))
+    sims = default(sims, lambda: _simulate_images(images, doses, seed, **sim_kwargs))
     fig, axs = plt.subplots(len(images), len(doses) + 1, figsize=(1.45 * (len(doses) + 1), 1.55 * len(images)), squeeze=False)
     stds = {}
-    for r, (name, hu, sp, win) in enumerate(images):
-        low, ref = simulate_doses(hu, doses, generator=_stable_seed('grid', seed, name), pixel_spacing=sp, **sim_kwargs)
+    for r, ((name, hu, sp, win), (low, ref)) in enumerate(zip(images, sims)):
         body = ref > -500                                                     # inside the patient
         stds[name] = [float(np.std((l - ref)[body])) for l in low]
         show_ct(ref, win, ax=axs[r, 0], title='normal dose' if r == 0 else '')
-        axs[r, 0].text(-0.08, 0.5, name.split(' (')[0], transform=axs[r, 0].transAxes, rotation=90, va='center', ha='right', fontsize=7)
+        axs[r, 0].text(-0.08, 0.5, f"{name.split(' (')[0]}\n{hu.shape[0]}x{hu.shape[1]}", transform=axs[r, 0].transAxes, rotation=90, va='center', ha='right', fontsize=6)
         for c, (d, l) in enumerate(zip(doses, low)): show_ct(l, win, ax=axs[r, c + 1], title=dose_name(d) if r == 0 else '')
     fig.tight_layout(pad=0.3)
     rows = [dict(dose=dose_name(d), dose_fraction=round(d, 4), seen=d in SEEN_DOSES, **{f"{n}: noise std (HU)": round(stds[n][k], 1) for n in stds})
             for k, d in enumerate(doses)]
     return fig, rows
 
+def native_mosaic(tiles, window, labels=(), cols: int = 2, gap: int = 4) -> bytes:
+    "PNG bytes of HU `tiles` (each (H, W)) through `window`, one image pixel per PNG pixel, `cols` per row, labelled."
+    from PIL import Image, ImageDraw
+    from founddiff.core import get_window
+    w = get_window(window); lo = w.level - w.width / 2
+    H, W = tiles[0].shape
+    rows = -(-len(tiles) // cols)
+    canvas = np.full((rows * H + (rows - 1) * gap, cols * W + (cols - 1) * gap), 96, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = np.clip((np.asarray(t) - lo) / w.width * 255, 0, 255).round().astype(np.uint8)
+    im = Image.fromarray(canvas, 'L'); draw = ImageDraw.Draw(im)
+    for i, lab in enumerate(labels):
+        r, c = divmod(i, cols); x, y = c * (W + gap) + 3, r * (H + gap) + 3
+        box = draw.textbbox((x, y), lab); draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=0); draw.text((x, y), lab, fill=255)
+    buf = io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
+
+def dose_sections(images=None, size: int = 64, seed: int = 0) -> list[dict]:
+    "`founddiff demo` sections: the dose grid (PNG, noise table), then each real image at its native size at every dose (PNG mosaic)."
+    import matplotlib.pyplot as plt
+    images = default(images, lambda: dose_images(size, seed))
+    sims = _simulate_images(images, DOSES, seed)                              # once, for the grid and the mosaics
+    fig, rows = dose_grid(images, size=size, seed=seed, sims=sims)
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=90, bbox_inches='tight'); plt.close(fig)
+    out = [dict(title=f'Simulated doses (fan beam, Poisson + electronic noise, I0 = 1e5 photons at full dose; real slices at their '
+                      f'native size, phantoms at {size}x{size}): noise std of LDCT - NDCT inside the body', png=buf.getvalue(), rows=rows, name='doses')]
+    for k, ((name, hu, sp, win), (low, ref)) in enumerate(zip(images, sims)):
+        if not name.endswith('(real)'): continue
+        w = get_window(win)
+        png = native_mosaic([hu, ref, *low], win, ['input', 'normal dose (same geometry)', *[f"{dose_name(d)} dose" for d in DOSES]])
+        sp2 = tuple(sp) if isinstance(sp, (tuple, list)) else (sp, sp)
+        out.append(dict(title=f"{name}: every dose at its native {hu.shape[0]}x{hu.shape[1]}, {sp2[0]:.3g}x{sp2[1]:.3g} mm pixels "
+                              f"(one image pixel per PNG pixel; window W{w.width:g}/L{w.level:g})", png=png, name=f"doses_native_{k}"))
+    return out
+
 def dose_section(images=None, size: int = 64, seed: int = 0) -> dict:
-    "A `founddiff demo` section: the dose grid of `images` (default `dose_images`) as PNG bytes, and its noise table."
-    import io as _io, matplotlib.pyplot as plt
-    fig, rows = dose_grid(images, size=size, seed=seed)
-    buf = _io.BytesIO(); fig.savefig(buf, format='png', dpi=90, bbox_inches='tight'); plt.close(fig)
-    return dict(title=f'Simulated doses ({size}x{size}, fan beam, Poisson + electronic noise): noise std of LDCT - NDCT inside the body',
-                png=buf.getvalue(), rows=rows, name='doses')
+    "The dose-grid section of `dose_sections` (PNG bytes and the noise table)."
+    return dose_sections(images, size, seed)[0]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_physics.ipynb #4a3e62e3
 from __future__ import annotations
-import math, functools, numbers
+import math, functools, numbers, collections, warnings
 from dataclasses import dataclass, replace
 import numpy as np
 import torch
@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from .core import exists, default, to_numpy, as_generator
 
 # %% auto #0
-__all__ = ['MU_WATER', 'DEFAULT_FOV_MM', 'FILTERS', 'I0', 'SIGMA_E2', 'hu_to_mu', 'mu_to_hu', 'FanBeamGeometry',
-           'fan_project_grid', 'fan_filter', 'fan_backproject_grid', 'fan_project', 'fan_fbp', 'poisson_icdf',
-           'transmission_noise', 'simulate_doses', 'simulate_low_dose', 'simulate_pair', 'DOSES', 'SEEN_DOSES',
-           'UNSEEN_DOSES', 'dose_name']
+__all__ = ['MU_WATER', 'DEFAULT_FOV_MM', 'FILTERS', 'BACKENDS', 'FAST_CACHE_BYTES', 'I0', 'SIGMA_E2', 'MODES', 'hu_to_mu',
+           'mu_to_hu', 'FanBeamGeometry', 'fan_project_grid', 'fan_filter', 'fan_backproject_grid', 'fan_project',
+           'fan_fbp', 'poisson_icdf', 'transmission_noise', 'inserted_variance', 'insert_noise', 'DoseSimulator',
+           'simulate_doses', 'simulate_low_dose', 'simulate_pair', 'DOSES', 'SEEN_DOSES', 'UNSEEN_DOSES', 'dose_name']
 
 # %% ../nbs/03_physics.ipynb #e72aa5ef
 from .core import DOSES, SEEN_DOSES, UNSEEN_DOSES, dose_name   # defined once, in core: 1/2 ... 1/20, seen / unseen
@@ -45,7 +45,11 @@ class FanBeamGeometry:
     flux_scale: float = 1.0     # multiplies I0 and the electronic-noise variance (noise matching for reduced geometries)
 
     def __post_init__(self):
-        if self.n_views < 8 or self.n_det < 8: raise ValueError(f"need at least 8 views and 8 channels, got {self.n_views}, {self.n_det}")
+        for f in ('n_views', 'n_det'):
+            v = getattr(self, f)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral): raise TypeError(f"{f} must be an int, got {v!r}")
+        for f in ('dso', 'dsd', 'fan_angle', 'flux_scale'): _as_real(getattr(self, f), f)
+        if self.n_views < 8 or self.n_det < 8: raise ValueError(f"need at least 8 views and 8 channels, got n_views={self.n_views}, n_det={self.n_det}")
         if not 0 < self.dso < self.dsd: raise ValueError(f"need 0 < dso < dsd, got dso={self.dso}, dsd={self.dsd}")
         if not 0 < self.fan_angle < math.pi: raise ValueError(f"fan_angle must be in (0, pi) radians, got {self.fan_angle}")
         if not self.flux_scale > 0: raise ValueError(f"flux_scale must be positive, got {self.flux_scale}")
@@ -66,7 +70,7 @@ class FanBeamGeometry:
     @classmethod
     def for_image(cls, shape, pixel_spacing=None, match_noise: bool = False, **kwargs) -> FanBeamGeometry:
         "The default geometry for an image of `shape` (H, W): views and channels scaled by max(H, W)/512 (and the flux if `match_noise`)."
-        H, W = shape[-2:]
+        H, W = _check_shape(tuple(shape)[-2:]) if len(tuple(shape)) >= 2 else _check_shape(shape)
         dy, dx = _spacing(pixel_spacing, (H, W))
         S = max(H, W)
         R = 0.5 * math.hypot(H * dy, W * dx)                                   # the image's half-diagonal
@@ -78,14 +82,40 @@ class FanBeamGeometry:
 
 DEFAULT_FOV_MM = 350.0   # field of view assumed when no pixel spacing is given: pixel = 350 mm / max(H, W)
 
+def _as_real(v, name: str) -> float:
+    "A finite real number from `v` (Python/NumPy number, 0-d array or tensor), else a TypeError/ValueError naming `name`."
+    if isinstance(v, torch.Tensor): v = v.detach().cpu().numpy()
+    if isinstance(v, np.ndarray):
+        if v.ndim: raise TypeError(f"{name} must be a number, got an array of shape {v.shape}")
+        v = v[()]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real): raise TypeError(f"{name} must be a real number, got {v!r} ({type(v).__name__})")
+    if not math.isfinite(v): raise ValueError(f"{name} must be finite, got {v}")
+    return float(v)
+
 def _spacing(pixel_spacing, shape) -> tuple[float, float]:
     "(dy, dx) in mm from a number, a pair (DICOM order: row spacing, column spacing) or None (350 mm / max(H, W))."
     if pixel_spacing is None:
         d = DEFAULT_FOV_MM / max(shape[-2:]); return (d, d)
-    if isinstance(pixel_spacing, numbers.Number): dy = dx = float(pixel_spacing)
-    else: dy, dx = (float(v) for v in pixel_spacing)
-    if not (dy > 0 and dx > 0 and math.isfinite(dy) and math.isfinite(dx)): raise ValueError(f"pixel_spacing must be positive, got {pixel_spacing}")
+    if isinstance(pixel_spacing, (str, bytes)): raise TypeError(f"pixel_spacing must be a number or a pair of numbers (mm), got {pixel_spacing!r}")
+    if isinstance(pixel_spacing, (numbers.Number, np.generic)) or getattr(pixel_spacing, 'ndim', None) == 0:
+        dy = dx = _as_real(pixel_spacing, 'pixel_spacing')
+    else:
+        try: vals = list(pixel_spacing)
+        except TypeError: raise TypeError(f"pixel_spacing must be a number or a pair of numbers (mm), got {pixel_spacing!r}") from None
+        if len(vals) != 2: raise ValueError(f"pixel_spacing must be one number or a pair (row, column) in mm, got {len(vals)} values")
+        dy, dx = (_as_real(v, 'pixel_spacing') for v in vals)
+    if not (dy > 0 and dx > 0): raise ValueError(f"pixel_spacing must be positive, got {pixel_spacing}")
     return dy, dx
+
+def _check_shape(shape) -> tuple[int, int]:
+    "An image shape (H, W) of positive ints."
+    try:
+        vals = tuple(shape)
+        if len(vals) != 2 or any(isinstance(v, (bool, float)) for v in vals): raise ValueError
+        H, W = (int(v) for v in vals)
+    except (TypeError, ValueError): raise ValueError(f"shape must be a pair (H, W) of positive ints, got {shape!r}") from None
+    if H < 1 or W < 1: raise ValueError(f"shape must be a pair (H, W) of positive ints, got {shape!r}")
+    return H, W
 
 # %% ../nbs/03_physics.ipynb #949e524f
 def _as_batch(x, name='mu'):
@@ -237,32 +267,161 @@ def _use_matrices(geometry, shape, spacing, step, backend, n_images, device, dty
     return key in _MATRICES or n_images >= 64
 
 # %% ../nbs/03_physics.ipynb #72f32ca5
+BACKENDS = ('auto', 'grid', 'matrix', 'fast')
+
+def _pick_backend(geometry, shape, spacing, step, backend, n_images, device, dtype) -> str:
+    "'matrix' for a small grid whose matrices are cached or worth building (64+ images), 'fast' otherwise; or as asked."
+    if not isinstance(backend, str) or backend not in BACKENDS: raise ValueError(f"backend must be 'auto', 'grid', 'matrix' or 'fast', got {backend!r}")
+    if backend != 'auto': return backend
+    if torch.device(device).type not in ('cpu', 'cuda'): return 'grid'              # sparse CSR products: CPU and CUDA only
+    return 'matrix' if _use_matrices(geometry, shape, spacing, step, backend, n_images, device, dtype) else 'fast'
+
+
 def fan_project(mu, geometry: FanBeamGeometry | None = None, pixel_spacing=None, *, step: float = 1.0, backend: str = 'auto'):
     "Fan-beam sinogram (B, n_views, n_det) of attenuation `mu` (B, H, W) or (H, W) in 1/mm; differentiable."
     mu, single = _as_batch(mu)
     B, H, W = mu.shape
     spacing = _spacing(pixel_spacing, (H, W))
     geometry = default(geometry, lambda: FanBeamGeometry.for_image((H, W), spacing))
-    if _use_matrices(geometry, (H, W), spacing, step, backend, B, mu.device, mu.dtype):
+    if not isinstance(geometry, FanBeamGeometry): raise TypeError(f"geometry must be a FanBeamGeometry, got {type(geometry).__name__}")
+    if not _as_real(step, 'step') > 0: raise ValueError(f"step must be positive, got {step}")
+    how = _pick_backend(geometry, (H, W), spacing, step, backend, B, mu.device, mu.dtype)
+    if how == 'matrix':
         A, _ = _fan_matrices(geometry, (H, W), spacing, step, mu.device, mu.dtype)
         p = torch.sparse.mm(A, mu.reshape(B, H * W).T).T.reshape(B, geometry.n_views, geometry.n_det)   # (B, V, D)
+    elif how == 'fast': p = _fan_project_fast(mu, geometry, spacing, step)
     else: p = fan_project_grid(mu, geometry, spacing, step)
     return p[0] if single else p
 
 def fan_fbp(sino, geometry: FanBeamGeometry, shape, pixel_spacing=None, *, filter: str = 'ramp', backend: str = 'auto', step: float = 1.0):
     "Filtered back-projection of a fan-beam sinogram (B, n_views, n_det) or (n_views, n_det) -> (B, H, W) or (H, W)."
+    if not isinstance(geometry, FanBeamGeometry): raise TypeError(f"geometry must be a FanBeamGeometry, got {type(geometry).__name__}")
     sino, single = _as_batch(sino, 'sino')
     if sino.shape[-2:] != (geometry.n_views, geometry.n_det):
         raise ValueError(f"sinogram shape {tuple(sino.shape[-2:])} does not match the geometry ({geometry.n_views}, {geometry.n_det})")
-    H, W = shape
+    H, W = _check_shape(shape)
     spacing = _spacing(pixel_spacing, (H, W))
     q = fan_filter(sino, geometry, filter)
     B = q.shape[0]
-    if _use_matrices(geometry, (H, W), spacing, step, backend, B, q.device, q.dtype):
+    how = _pick_backend(geometry, (H, W), spacing, step, backend, B, q.device, q.dtype)
+    if how == 'matrix':
         _, Bp = _fan_matrices(geometry, (H, W), spacing, step, q.device, q.dtype)
         out = torch.sparse.mm(Bp, q.reshape(B, -1).T).T.reshape(B, H, W)      # (B, H, W)
+    elif how == 'fast': out = _fan_backproject_fast(q, geometry, (H, W), spacing)
     else: out = fan_backproject_grid(q, geometry, (H, W), spacing)
     return out[0] if single else out
+
+# %% ../nbs/03_physics.ipynb #b8e2d4f1
+def _symmetries(geometry, shape, spacing) -> list[tuple[int, bool]]:
+    "Grid symmetries that map views onto views: (quarter turns j, flip y -> -y first); 8 for a square grid and 4k views."
+    H, W = shape; V = geometry.n_views
+    js = [0] + ([2] if V % 2 == 0 else [])                                  # half turn: any rectangle
+    if V % 4 == 0 and H == W and math.isclose(spacing[0], spacing[1], rel_tol=1e-9): js += [1, 3]
+    return [(j, f) for j in sorted(js) for f in (False, True)]
+
+def _view_map(sym, V: int, k):
+    "The view of the original scan that view(s) `k` of the transformed image equal: p_{T f}(k) = p_f(map(k)), channels reversed on a flip."
+    j, flip = sym; s = j * V // 4
+    return (s - k) % V if flip else (k - s) % V
+
+def _transform(x, sym):
+    "The image op T of a symmetry on (..., H, W): flip y -> -y (rows), then j counter-clockwise quarter turns."
+    j, flip = sym
+    if flip: x = x.flip(-2)
+    return torch.rot90(x, j, dims=(-2, -1)) if j else x
+
+def _untransform(x, sym):
+    "The inverse of `_transform`."
+    j, flip = sym
+    if j: x = torch.rot90(x, -j, dims=(-2, -1))
+    return x.flip(-2) if flip else x
+
+@functools.lru_cache(maxsize=32)
+def _sym_views(geometry, shape, spacing):
+    "Symmetries, base views (one per orbit), view map (G, nB) and 1/multiplicity weights (G, nB) as NumPy arrays."
+    syms = _symmetries(geometry, shape, spacing); V = geometry.n_views
+    covered, base = np.zeros(V, bool), []
+    for k in range(V):                                                       # greedy: one view per orbit
+        if covered[k]: continue
+        base.append(k)
+        for s in syms: covered[_view_map(s, V, k)] = True
+    base = np.array(base)
+    vmap = np.stack([_view_map(s, V, base) for s in syms])                   # (G, nB)
+    mult = np.bincount(vmap.reshape(-1), minlength=V)                        # views reached twice (mirror views) count half
+    first = np.full(V, -1); flat = vmap.reshape(-1)
+    first[flat[::-1]] = np.arange(len(flat))[::-1]                           # a (g, b) pair for every view
+    return syms, base, vmap, 1.0 / mult[vmap], first
+
+def _fan_project_fast(mu, geometry, spacing, step: float = 1.0, max_elems: int = 2**24):
+    "`fan_project_grid` on the base views only: the other views are the base views of flipped/rotated copies of the image."
+    B, H, W = mu.shape; V, D = geometry.n_views, geometry.n_det
+    syms, base, vmap, _, first = _sym_views(geometry, (H, W), spacing)
+    G, nB = len(syms), len(base)
+    imgs = torch.stack([_transform(mu, s) for s in syms], 1)                 # (B, G, H, W): the copies ride in the channels
+    betas = geometry.betas(mu.device, mu.dtype)[torch.as_tensor(base, device=mu.device)]
+    n_s = math.ceil(math.hypot(H * spacing[0], W * spacing[1]) / (step * min(spacing)))
+    chunk = max(1, max_elems // (B * G * D * n_s))                         # views per grid_sample call: bounded memory
+    outs = []
+    for v0 in range(0, nB, chunk):
+        g, dt = _ray_points(geometry, betas[v0:v0 + chunk], (H, W), spacing, step, mu.device, mu.dtype)
+        smp = F.grid_sample(imgs, g[None].expand(B, -1, -1, -1) if B > 1 else g[None], mode='bilinear', padding_mode='zeros', align_corners=False)
+        outs.append(smp.sum(-1) * dt)                                        # (B, G, v*D)
+    pb = torch.cat(outs, -1).reshape(B, G * nB, D)                           # (B, G*nB, D)
+    first_t = torch.as_tensor(first, device=mu.device)
+    flip = torch.as_tensor([syms[i // nB][1] for i in first], device=mu.device)[None, :, None]
+    p = pb[:, first_t]                                                       # (B, V, D): every view from one (copy, base view)
+    return torch.where(flip, p.flip(-1), p)
+
+_FAST = collections.OrderedDict()   # (geometry, shape, spacing, device, dtype) -> CSR back-projector of the base views
+FAST_CACHE_BYTES = 1.2e9            # keep the most recently used back-projectors up to this size (one 512x512 one is ~0.6 GB)
+
+def _build_fast_bp(geometry, shape, spacing, device, dtype, chunk: int = 16):
+    "Two CSR matrices (H*W, nB*(D+1)) sharing their indices: the left and right linear-interpolation taps of every pixel and base view."
+    H, W = shape; V, D = geometry.n_views, geometry.n_det
+    _, base, _, _, _ = _sym_views(geometry, shape, spacing)
+    nB, P = len(base), H * W
+    betas = geometry.betas(device, torch.float64)[torch.as_tensor(base, device=device)]
+    cols = torch.empty(P, nB, dtype=torch.int32, device=device)
+    w0, w1s = (torch.empty(P, nB, dtype=dtype, device=device) for _ in range(2))
+    for b0 in range(0, nB, chunk):
+        u, l2 = _pixel_rays(geometry, betas[b0:b0 + chunk], shape, spacing, device, torch.float32)   # (v, P), as the readable one
+        v1 = b0 + len(u)
+        u0 = torch.floor(u); f = u.sub_(u0); w = l2.mul_(2 * math.pi / V)  # in place: 3.8e7 entries per array at 512x512
+        if u0.min() < -1 or u0.max() > D - 1:                                # rays off the detector (a narrow fan): no taps
+            ok = (u0 >= -1) & (u0 <= D - 1); w.mul_(ok); u0 = torch.where(ok, u0, -1.)
+        u0.add_((torch.arange(b0, v1, device=device, dtype=torch.float32) * (D + 1) + 1)[:, None])   # padded channel index
+        cols[:, b0:v1] = u0.T                                                # exact: indices < 2^24
+        w1 = f.mul_(w)
+        w1_ = w1.T; w0[:, b0:v1] = w.sub_(w1).T; w1s[:, b0:v1] = w1_          # left tap (1 - f) w, right tap f w
+    crow = torch.arange(0, P * nB + 1, nB, dtype=torch.int32, device=device)
+    mk = lambda v: torch.sparse_csr_tensor(crow, cols.reshape(-1), v.reshape(-1), (P, nB * (D + 1)), check_invariants=False)
+    return mk(w0), mk(w1s)
+
+def _fast_bp(geometry, shape, spacing, device, dtype):
+    "Cached `_build_fast_bp`, least recently used dropped beyond `FAST_CACHE_BYTES`."
+    key = (geometry, tuple(shape), tuple(spacing), torch.device(device), dtype)
+    if key in _FAST: _FAST.move_to_end(key); return _FAST[key]
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Sparse CSR tensor support is in beta')
+        m = _build_fast_bp(geometry, shape, spacing, device, dtype)
+    _FAST[key] = m
+    size = lambda ms: sum(a.values().numel() * (a.values().element_size() + 2) for a in ms)   # the two share their indices
+    while len(_FAST) > 1 and sum(size(a) for a in _FAST.values()) > FAST_CACHE_BYTES: _FAST.popitem(last=False)
+    return m
+
+def _fan_backproject_fast(q, geometry, shape, spacing):
+    "`fan_backproject_grid` as sparse products: all images and all symmetric copies are columns of one matrix."
+    B, V, D = q.shape; H, W = shape
+    syms, base, vmap, wgt, _ = _sym_views(geometry, (H, W), spacing)
+    G, nB = len(syms), len(base)
+    Bp0, Bp1 = _fast_bp(geometry, (H, W), spacing, q.device, q.dtype)
+    qg = q[:, torch.as_tensor(vmap, device=q.device)]                       # (B, G, nB, D)
+    flip = torch.as_tensor([s[1] for s in syms], device=q.device)[None, :, None, None]
+    qg = torch.where(flip, qg.flip(-1), qg) * torch.as_tensor(wgt, device=q.device, dtype=q.dtype)[None, :, :, None]
+    Q = F.pad(qg.permute(2, 3, 1, 0).reshape(nB, D, G * B), (0, 0, 1, 1))  # (nB, D + 2, G*B): a zero channel each side
+    out = Bp0 @ Q[:, :-1].reshape(-1, G * B) + Bp1 @ Q[:, 1:].reshape(-1, G * B)   # left taps read channel c, right taps c + 1
+    out = out.reshape(H, W, G, B).permute(2, 3, 0, 1)                       # (G, B, H, W)
+    return sum(_untransform(out[i], s) for i, s in enumerate(syms))
 
 # %% ../nbs/03_physics.ipynb #ef6d269e
 I0 = 1e5          # photons per detector channel and view at full dose, unattenuated
@@ -289,8 +448,17 @@ def poisson_icdf(lam, u, exact_below: float = 200.):
         idx = idx[up | down]
     return k
 
+def _check_flux(i0, sigma_e2) -> tuple[float, float]:
+    "i0 > 0 and sigma_e2 >= 0, finite."
+    i0, se2 = _as_real(i0, 'i0'), _as_real(sigma_e2, 'sigma_e2')
+    if i0 <= 0: raise ValueError(f"i0 (photons per channel at full dose) must be positive, got {i0}")
+    if se2 < 0: raise ValueError(f"sigma_e2 (electronic noise variance) must be >= 0, got {se2}")
+    return i0, se2
+
 def transmission_noise(p, dose, *, i0: float = I0, sigma_e2: float = SIGMA_E2, floor: float = 1.0, generator=None):
     "Noisy line integrals -log(N/(a I0)), N = Poisson(a I0 e^-p) + N(0, sigma_e2) clipped at `floor`; `dose` a number or shape broadcasting to p."
+    i0, sigma_e2 = _check_flux(i0, sigma_e2)
+    if not _as_real(floor, 'floor') > 0: raise ValueError(f"floor must be positive, got {floor}")
     g = as_generator(generator, p.device)
     a = torch.as_tensor(dose, dtype=torch.float64, device=p.device)
     lam = (a * i0) * torch.exp(-p.to(torch.float64))                          # expected counts
@@ -298,36 +466,71 @@ def transmission_noise(p, dose, *, i0: float = I0, sigma_e2: float = SIGMA_E2, f
     if sigma_e2 > 0: n = n + math.sqrt(sigma_e2) * _rand(lam.shape, g, p.device, normal=True)   # electronics
     return (-torch.log(n.clamp(min=floor) / (a * i0))).to(p.dtype)
 
+def inserted_variance(p, dose, *, i0: float = I0, sigma_e2: float = SIGMA_E2):
+    "Variance to add to a full-dose line integral p to make it dose a: (1-a)/a e^p/I0 [1 + (1+a)/a sigma_e2 e^p/I0] (Yu et al. 2012)."
+    i0, sigma_e2 = _check_flux(i0, sigma_e2)
+    a = torch.as_tensor(dose, dtype=torch.float64, device=p.device)
+    e = torch.exp(p.to(torch.float64)) / i0                                   # 1/N: the full-dose variance, first order
+    return (1 - a) / a * e * (1 + (1 + a) / a * sigma_e2 * e)
+
+def insert_noise(p, dose, *, i0: float = I0, sigma_e2: float = SIGMA_E2, generator=None):
+    "A full-dose sinogram `p` (a scan's own, noise included) taken to dose fraction `dose` by adding Gaussian noise of `inserted_variance`."
+    g = as_generator(generator, p.device)
+    var = inserted_variance(p, dose, i0=i0, sigma_e2=sigma_e2)
+    return (p.to(torch.float64) + var.sqrt() * _rand(var.shape, g, p.device, normal=True)).to(p.dtype)
+
 # %% ../nbs/03_physics.ipynb #476e235a
 def _to_tensor(hu):
     "HU (numpy or torch) -> (float tensor (B, H, W), function that restores the input's type, dtype, shape)."
     if isinstance(hu, torch.Tensor):
         x, dev, dt = hu.detach(), hu.device, hu.dtype
+        if dt.is_complex or dt == torch.bool: raise TypeError(f"hu must be real-valued HU, got a {dt} tensor")
         restore_dt = dt if dt.is_floating_point else torch.float32
         back = lambda y: y.to(restore_dt)
     else:
         a = np.asarray(hu)
-        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise TypeError(f"hu must be a numeric array, got dtype {a.dtype}")
+        if a.dtype == object or a.dtype == bool or not np.issubdtype(a.dtype, np.number): raise TypeError(f"hu must be a numeric array, got dtype {a.dtype}")
+        if np.iscomplexobj(a): raise TypeError(f"hu must be real-valued HU, got dtype {a.dtype}")
         out_dt = a.dtype if a.dtype in (np.float32, np.float64) else np.float32
-        x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64 if out_dt == np.float64 else np.float32))
+        x = torch.from_numpy(np.array(a, dtype=np.float64 if out_dt == np.float64 else np.float32))   # a copy: the input is never touched
         back = lambda y: y.cpu().numpy().astype(out_dt, copy=False)
     if x.ndim not in (2, 3): raise ValueError(f"hu must be a slice (H, W) or a batch (B, H, W), got shape {tuple(x.shape)}")
-    if min(x.shape[-2:]) < 8: raise ValueError(f"image too small: {tuple(x.shape[-2:])}, need at least 8x8")
+    if x.ndim == 3 and x.shape[0] == 0: raise ValueError(f"hu is an empty batch, shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < 8: raise ValueError(f"hu: image too small: {tuple(x.shape[-2:])}, need at least 8x8")
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     if not torch.isfinite(x).all(): raise ValueError(f"hu contains NaN or infinite values ({int((~torch.isfinite(x)).sum())} of {x.numel()})")
     single = x.ndim == 2
     x = x[None] if single else x
     return x, (lambda y: back(y[..., 0, :, :] if single else y))
 
-def _check_doses(dose, n: int) -> list[float]:
+def _check_dose(d, name: str) -> float:
+    "One dose fraction in (0, 1]."
+    if isinstance(d, (str, bytes)): raise TypeError(f"{name} must be a number, got the string {d!r}")
+    try: d = _as_real(d, name)
+    except ValueError: d = float('nan')                                        # non-finite: the range message below
+    if not 0 < d <= 1: raise ValueError(f"{name} must be a fraction of the normal dose in (0, 1], got {d}")
+    return d
+
+def _check_doses(dose, n: int, name: str = 'dose') -> list[float]:
     "A list of `n` dose fractions in (0, 1] from a number or a sequence of length n."
-    ds = [dose] * n if isinstance(dose, numbers.Number) else list(np.asarray(to_numpy(dose), dtype=np.float64).reshape(-1))
+    if isinstance(dose, (str, bytes)): raise TypeError(f"{name} must be a number or a sequence of numbers, got the string {dose!r}")
+    if isinstance(dose, (numbers.Number, np.generic)) or getattr(dose, 'ndim', None) == 0: return [_check_dose(dose, name)] * n
+    a = np.asarray(to_numpy(dose))
+    if a.dtype == object or a.dtype == bool or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    ds = [_check_dose(v, name) for v in a.reshape(-1)]
     if len(ds) == 1: ds = ds * n
-    if len(ds) != n: raise ValueError(f"got {len(ds)} doses for a batch of {n}")
-    for d in ds:
-        if not (isinstance(d, numbers.Number) and math.isfinite(d) and 0 < d <= 1):
-            raise ValueError(f"dose must be a fraction of the normal dose in (0, 1], got {d}")
-    return [float(d) for d in ds]
+    if len(ds) != n: raise ValueError(f"got {len(ds)} doses for a batch of {n} ({name})")
+    return ds
+
+def _dose_matrix(doses, B: int) -> torch.Tensor:
+    "(K, B) float64 dose fractions from a number or a sequence of K entries (each a number or one per item)."
+    if isinstance(doses, (str, bytes)): raise TypeError(f"doses must be a number or a sequence of numbers, got the string {doses!r}")
+    if isinstance(doses, (numbers.Number, np.generic)) or getattr(doses, 'ndim', None) == 0: doses = [doses]
+    try: doses = list(doses)
+    except TypeError: raise TypeError(f"doses must be a number or a sequence of numbers, got {type(doses).__name__}") from None
+    if not doses: raise ValueError("doses is empty")
+    return torch.tensor([_check_doses(d, B, 'doses') for d in doses], dtype=torch.float64)
 
 def _check_fits(mu, geometry, spacing):
     "Raise if the image has matter outside the circle the fan covers."
@@ -338,6 +541,91 @@ def _check_fits(mu, geometry, spacing):
         raise ValueError(f"the image has matter outside the {2 * geometry.radius:.0f} mm circle the fan covers; "
                          f"use FanBeamGeometry.for_image(shape, pixel_spacing) or a wider fan_angle")
 
+MODES = ('absolute', 'relative', 'nested')
+_P_MAX = 700.0   # largest line integral exp() can take in float64 (e^709 overflows)
+
+def _choice(v, name, options):
+    if not isinstance(v, str) or v not in options: raise ValueError(f"{name} must be one of {options}, got {v!r}")
+    return v
+
+class DoseSimulator:
+    "HU `hu` (H, W) or (B, H, W), projected once: `sim(doses)` gives (low (K, ...), partner) at a back-projection's cost."
+    def __init__(self, hu, *,
+                 geometry: FanBeamGeometry | None = None,  # None: FanBeamGeometry.for_image(shape, pixel_spacing)
+                 pixel_spacing=None,             # mm, a number or (row, column); None: 350 mm / max(H, W)
+                 i0: float = I0,                 # photons per channel at full dose (absolute mode), or the scan's own (relative/nested)
+                 sigma_e2: float = SIGMA_E2,     # electronic noise variance, photons^2
+                 filter: str = 'hann',           # FBP apodisation: 'ramp', 'shepp-logan', 'cosine', 'hann'
+                 mu_water: float = MU_WATER, backend: str = 'auto'):
+        x, self._back = _to_tensor(hu)
+        B, H, W = x.shape
+        self.i0, self.sigma_e2 = _check_flux(i0, sigma_e2)
+        self.mu_water = _as_real(mu_water, 'mu_water')
+        if self.mu_water <= 0: raise ValueError(f"mu_water must be positive, got {mu_water}")
+        if not isinstance(filter, str) or filter not in FILTERS: raise ValueError(f"unknown filter {filter!r}; choose one of {FILTERS}")
+        if not isinstance(backend, str) or backend not in BACKENDS: raise ValueError(f"backend must be 'auto', 'grid', 'matrix' or 'fast', got {backend!r}")
+        self.spacing = _spacing(pixel_spacing, (H, W))
+        self.geometry = default(geometry, lambda: FanBeamGeometry.for_image((H, W), self.spacing))
+        if not isinstance(self.geometry, FanBeamGeometry): raise TypeError(f"geometry must be a FanBeamGeometry, got {type(self.geometry).__name__}")
+        self.filter, self.backend, self.shape = filter, backend, (B, H, W)
+        mu = hu_to_mu(x, self.mu_water)
+        pmax = float(mu.max()) * math.hypot(H * self.spacing[0], W * self.spacing[1])   # bound on any line integral
+        if pmax > _P_MAX: raise ValueError(f"hu: values up to {float(x.max()):.4g} HU give line integrals up to {pmax:.3g}; "
+                                           f"exp(+-p) overflows beyond {_P_MAX:.0f} (are these HU?)")
+        _check_fits(mu, self.geometry, self.spacing)
+        self.sinogram = fan_project(mu, self.geometry, self.spacing, backend=backend)   # (B, V, D): noise-free, once
+        self._ref = None
+
+    def fbp(self, sino):
+        "HU (N, H, W) tensor from line integrals (N, V, D), through this simulator's geometry and filter."
+        B, H, W = self.shape
+        return mu_to_hu(fan_fbp(sino, self.geometry, (H, W), self.spacing, filter=self.filter, backend=self.backend), self.mu_water)
+
+    @property
+    def reference(self):
+        "The noise-free FBP (the normal-dose partner of 'absolute' mode, and the scan itself in 'relative' mode), input's type."
+        if self._ref is None: self._ref = self.fbp(self.sinogram)
+        return self._back(self._ref)
+
+    def _noisy(self, p, a, g, mode, reference):
+        "Noisy sinograms (K, b, V, D) at doses a (K, b, 1, 1) and the partner's sinogram (b, V, D) or None (noise-free)."
+        i0, se2 = self.i0 * self.geometry.flux_scale, self.sigma_e2 * self.geometry.flux_scale
+        K = a.shape[0]
+        if mode == 'absolute':
+            pn = transmission_noise(p[None].expand(K, -1, -1, -1), a, i0=i0, sigma_e2=se2, generator=g)
+            return pn, (None if reference == 'noiseless' else transmission_noise(p, 1.0, i0=i0, sigma_e2=se2, generator=g))
+        if mode == 'relative': return insert_noise(p[None].expand(K, -1, -1, -1), a, i0=i0, sigma_e2=se2, generator=g), None
+        full = transmission_noise(p, 1.0, i0=i0, sigma_e2=se2, generator=g)       # nested: a full-dose realisation first,
+        return insert_noise(full[None].expand(K, -1, -1, -1), a, i0=i0, sigma_e2=se2, generator=g), full   # then more noise
+
+    def __call__(self, doses=DOSES, *,
+                 generator=None,              # torch.Generator, int seed, None (global RNG), or a list of them (one per item)
+                 mode: str = 'absolute',      # 'absolute': I0 photons at full dose; 'relative': noise added to the scan; 'nested'
+                 reference: str | None = None):  # absolute mode's partner: 'noiseless' (default) or 'full' (a full-dose realisation)
+        "(low-dose HU (K, *shape), normal-dose partner (*shape)) at each of `doses`; the input's type."
+        B, H, W = self.shape
+        dm = _dose_matrix(doses, B)
+        K = dm.shape[0]
+        _choice(mode, 'mode', MODES)
+        reference = default(reference, 'noiseless')
+        _choice(reference, 'reference', ('noiseless', 'full'))
+        if mode != 'absolute' and reference != 'noiseless':
+            raise ValueError(f"reference={reference!r} is for mode='absolute'; mode={mode!r} sets its own partner")
+        p = self.sinogram
+        a = dm[..., None, None].to(p.device)                                      # (K, B, 1, 1)
+        if isinstance(generator, (list, tuple)):                                   # one generator per item: noise independent of the batch
+            if len(generator) != B: raise ValueError(f"got {len(generator)} generators for a batch of {B}")
+            outs = [self._noisy(p[b:b + 1], a[:, b:b + 1], as_generator(gb, p.device), mode, reference) for b, gb in enumerate(generator)]
+            pn = torch.cat([o[0] for o in outs], 1)
+            p_ref = None if outs[0][1] is None else torch.cat([o[1] for o in outs])
+        else: pn, p_ref = self._noisy(p, a, as_generator(generator, p.device), mode, reference)
+        rec = self.fbp(pn.reshape(K * B, *p.shape[1:]) if p_ref is None else torch.cat([pn.reshape(K * B, *p.shape[1:]), p_ref]))
+        if p_ref is None:
+            if self._ref is None: self._ref = self.fbp(p)
+            ref = self._ref
+        else: ref = rec[K * B:]
+        return self._back(rec[:K * B].reshape(K, B, H, W)), self._back(ref)
+
 def simulate_doses(hu, doses=DOSES, *,
                    generator=None,                 # torch.Generator, int seed, None (global RNG), or a list of them (one per item)
                    geometry: FanBeamGeometry | None = None,  # None: FanBeamGeometry.for_image(shape, pixel_spacing)
@@ -345,43 +633,22 @@ def simulate_doses(hu, doses=DOSES, *,
                    i0: float = I0,                 # photons per channel at full dose
                    sigma_e2: float = SIGMA_E2,     # electronic noise variance
                    filter: str = 'hann',           # FBP apodisation: 'ramp', 'shepp-logan', 'cosine', 'hann'
-                   reference: str = 'noiseless',   # normal-dose partner: 'noiseless' FBP, or 'full' (a full-dose realisation)
+                   reference: str | None = None,   # absolute mode's partner: 'noiseless' (default) FBP, or 'full' (a full-dose realisation)
+                   mode: str = 'absolute',         # 'absolute' (I0 is absolute), 'relative' (noise added to the scan), 'nested'
                    mu_water: float = MU_WATER, backend: str = 'auto'):
     "Low-dose images of `hu` (H, W)/(B, H, W) at each of `doses`: (len(doses), *hu.shape), and the normal-dose partner (*hu.shape)."
-    x, back = _to_tensor(hu)
-    B, H, W = x.shape
-    doses = [doses] if isinstance(doses, numbers.Number) else list(doses)
-    K = len(doses)
-    if K == 0: raise ValueError("doses is empty")
-    dm = torch.tensor([_check_doses(d, B) for d in doses], dtype=torch.float64)   # (K, B)
-    if reference not in ('noiseless', 'full'): raise ValueError(f"reference must be 'noiseless' or 'full', got {reference!r}")
-    spacing = _spacing(pixel_spacing, (H, W))
-    geometry = default(geometry, lambda: FanBeamGeometry.for_image((H, W), spacing))
-    if not isinstance(geometry, FanBeamGeometry): raise TypeError(f"geometry must be a FanBeamGeometry, got {type(geometry).__name__}")
-    mu = hu_to_mu(x, mu_water)
-    _check_fits(mu, geometry, spacing)
-    p = fan_project(mu, geometry, spacing, backend=backend)                    # (B, V, D), once for all doses
-    noise = functools.partial(transmission_noise, i0=i0 * geometry.flux_scale, sigma_e2=sigma_e2 * geometry.flux_scale)
-    a = dm[..., None, None].to(x.device)                                       # (K, B, 1, 1)
-    if isinstance(generator, (list, tuple)):                                   # one generator per item: noise independent of the batch
-        if len(generator) != B: raise ValueError(f"got {len(generator)} generators for a batch of {B}")
-        gs = [as_generator(g, x.device) for g in generator]
-        pn = torch.stack([noise(p[b].expand(K, -1, -1), a[:, b], generator=g) for b, g in enumerate(gs)], 1)   # (K, B, V, D)
-        p_ref = p if reference == 'noiseless' else torch.stack([noise(p[b], 1.0, generator=g) for b, g in enumerate(gs)])
-    else:
-        g = as_generator(generator, x.device)
-        pn = noise(p[None].expand(K, -1, -1, -1), a, generator=g)             # (K, B, V, D)
-        p_ref = p if reference == 'noiseless' else noise(p, 1.0, generator=g)
-    rec = fan_fbp(torch.cat([pn.reshape(K * B, *p.shape[1:]), p_ref]), geometry, (H, W), spacing, filter=filter, backend=backend)
-    rec = mu_to_hu(rec, mu_water)                                              # (K*B + B, H, W)
-    return back(rec[:K * B].reshape(K, B, H, W)), back(rec[K * B:])
+    x, _ = _to_tensor(hu)                                                      # check everything before projecting
+    _dose_matrix(doses, x.shape[0]); _choice(mode, 'mode', MODES)
+    if reference is not None: _choice(reference, 'reference', ('noiseless', 'full'))
+    if isinstance(generator, (list, tuple)) and len(generator) != x.shape[0]: raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    sim = DoseSimulator(hu, geometry=geometry, pixel_spacing=pixel_spacing, i0=i0, sigma_e2=sigma_e2, filter=filter, mu_water=mu_water, backend=backend)
+    return sim(doses, generator=generator, mode=mode, reference=reference)
 
 def simulate_low_dose(hu, dose, *, generator=None, return_reference: bool = False, **kwargs):
     "`hu` (H, W) or (B, H, W), numpy or torch, simulated at dose fraction `dose` (a number or one per item); same type out. Options as `simulate_doses`."
-    x = hu if isinstance(hu, torch.Tensor) else np.asarray(hu)
-    n = x.shape[0] if x.ndim == 3 else 1
-    d = dose if isinstance(dose, numbers.Number) else _check_doses(dose, n)
-    low, ref = simulate_doses(hu, [d], generator=generator, **kwargs)
+    n = _to_tensor(hu)[0].shape[0]                                             # the image is checked first
+    d = _check_doses(dose, n, 'dose')
+    low, ref = simulate_doses(hu, [d if n > 1 else d[0]], generator=generator, **kwargs)
     return (low[0], ref) if return_reference else low[0]
 
 def simulate_pair(hu, dose, *, generator=None, **kwargs):

@@ -1,5 +1,5 @@
 "Dataset checks that do not fit the notebook: interrupted cache builds, damaged files, workers, bad files."
-import os, subprocess, sys
+import json, os, subprocess, sys
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,7 @@ from founddiff.core import sample_path
 from founddiff.io import CTReadError
 from founddiff.physics import DOSES, SEEN_DOSES
 from founddiff.data import (phantom_dataset, folder_dataset, find_slices, read_nifti, PairedDataset, DoseCache,
-                            SimulatedDoseDataset, get_dataloaders, phantom_splits, augment_pair, make_sample)
+                            SimulatedDoseDataset, get_dataloaders, phantom_splits, augment_pair, make_sample, dose_images)
 
 
 def _tmp_files(d): return [p for p in d.rglob('*') if p.name.endswith('.tmp')]
@@ -127,3 +127,91 @@ def test_dataset_argument_errors():
 def test_unit_scale_round_trip():
     hu = phantom_dataset(2, 32, scale='hu')[0]; un = phantom_dataset(2, 32, scale='unit')[0]
     np.testing.assert_allclose(un['ndct'].numpy(), np.clip((hu['ndct'].numpy() + 1000) / 3000, 0, 1), atol=1e-6)
+
+
+# ---- the cache never serves stacks its manifest does not vouch for ----
+
+def test_damaged_manifest_is_refused_not_relabelled(tmp_path):
+    "The old bug: a damaged manifest was rewritten with new settings and the old stacks served under the new dose labels."
+    ds = phantom_dataset(3, 32, doses=SEEN_DOSES, cache_dir=tmp_path)
+    ds.build_cache(progress=False)
+    (tmp_path/'cache.json').write_text('{"version": 2, "doses": [0.5, ')     # torn write / disk error
+    with pytest.raises(ValueError, match='manifest') as e: phantom_dataset(3, 32, doses=(1/3, 1/5, 1/8, 1/20), cache_dir=tmp_path)
+    assert str(tmp_path) in str(e.value)
+    with pytest.raises(ValueError, match='manifest'): phantom_dataset(3, 32, doses=SEEN_DOSES, cache_dir=tmp_path)
+    (tmp_path/'cache.json').write_text('[1, 2]')                                 # JSON, but not a manifest
+    with pytest.raises(ValueError, match='manifest'): phantom_dataset(3, 32, doses=SEEN_DOSES, cache_dir=tmp_path)
+    (tmp_path/'cache.json').unlink()                                             # lost manifest, stacks still there
+    with pytest.raises(ValueError, match='no manifest'): phantom_dataset(3, 32, doses=SEEN_DOSES, cache_dir=tmp_path)
+    c = DoseCache(tmp_path, phantom_dataset(3, 32, doses=SEEN_DOSES)._config(), rebuild=True)   # explicit rebuild: stacks gone
+    assert not list(tmp_path.glob('*.npy')) and json.loads((tmp_path/'cache.json').read_text())['doses'] == list(SEEN_DOSES)
+
+
+def test_nonfinite_or_float_stack_is_not_served(tmp_path):
+    ds = phantom_dataset(2, 32, doses=SEEN_DOSES, cache_dir=tmp_path); ds.build_cache(progress=False)
+    ref = ds[1]['ldct'].clone()
+    p = ds.cache.path(ds.sources[0].key)
+    np.save(p, np.full((5, 32, 32), np.nan, np.float32))                         # an old-format, non-finite stack
+    assert ds.cache.load(ds.sources[0].key) is None
+    assert torch.isfinite(ds[1]['ldct']).all() and (ds[1]['ldct'] - ref).abs().max() < 1e-6
+    with pytest.raises(ValueError, match='NaN'): ds.cache.save('x', np.full((5, 32, 32), np.inf))
+
+
+def test_cache_is_int16_and_compact(tmp_path):
+    ds = phantom_dataset(2, 64, doses=DOSES, cache_dir=tmp_path); ds.build_cache(progress=False)
+    a = ds.cache.load(ds.sources[0].key)
+    assert a.dtype == np.int16 and a.shape == (9, 64, 64)
+    assert ds.cache.path(ds.sources[0].key).stat().st_size < 9 * 64 * 64 * 2 + 200
+    nc = phantom_dataset(2, 64, doses=DOSES, scale='hu')
+    hu = phantom_dataset(2, 64, doses=DOSES, scale='hu', cache_dir=tmp_path)
+    assert (hu[3]['ndct'] - nc[3]['ndct']).abs().max() <= 0.5 + 1e-3             # rounded to the HU, nothing else
+
+
+def test_build_reports_slices_per_minute(tmp_path, capsys):
+    ds = phantom_dataset(3, 32, doses=SEEN_DOSES, cache_dir=tmp_path)
+    assert ds.build_cache(progress=True) == 3
+    assert 'slices/minute' in capsys.readouterr().out
+
+
+# ---- argument checks: type, the argument's name in the message, inputs untouched ----
+
+A = np.zeros((16, 16), np.float32)
+BAD = [
+    (lambda: make_sample(A, A, 'x', 'chest'), TypeError, 'dose'),
+    (lambda: make_sample(A, A, float('nan'), 'chest'), ValueError, 'dose'),
+    (lambda: make_sample(A, A, 0.0, 'chest'), ValueError, 'dose'),
+    (lambda: make_sample(A.astype(np.complex64), A, 0.5, 'chest'), TypeError, 'ldct'),
+    (lambda: make_sample(A, np.full((16, 16), np.nan), 0.5, 'chest'), ValueError, 'ndct'),
+    (lambda: make_sample(A, A[:8], 0.5, 'chest'), ValueError, 'ldct'),
+    (lambda: make_sample(A, A, 0.5, 'knee'), ValueError, 'region'),
+    (lambda: make_sample(A, A, 0.5, 'chest', scale='mu'), ValueError, 'scale'),
+    (lambda: phantom_dataset(2.5, 32), TypeError, 'n'),
+    (lambda: phantom_dataset(2, 4), ValueError, 'size'),
+    (lambda: phantom_dataset(2, 32.0), TypeError, 'size'),
+    (lambda: phantom_dataset(2, 32, seed=-1), ValueError, 'seed'),
+    (lambda: phantom_dataset(2, 32, doses=(0.5, 'x')), TypeError, 'doses'),
+    (lambda: phantom_dataset(2, 32, doses=(0.5, float('nan'))), ValueError, 'doses'),
+    (lambda: phantom_dataset(2, 32, doses=(0.5, 0.2 + 1j)), TypeError, 'doses'),
+    (lambda: phantom_dataset(2, 32, doses='0.5'), TypeError, 'doses'),
+    (lambda: phantom_dataset(2, 32, doses=(0.5, 1.5)), ValueError, 'doses'),
+    (lambda: get_dataloaders(batch_size=0), ValueError, 'batch_size'),
+    (lambda: get_dataloaders(num_workers=-1), ValueError, 'num_workers'),
+    (lambda: phantom_splits(n_train=0), ValueError, 'n_train'),
+    (lambda: DoseCache('/nonexistent/x', 'doses'), TypeError, 'config'),
+    (lambda: DoseCache('/nonexistent/x', {}), ValueError, 'doses'),
+    (lambda: dose_images(size=2), ValueError, 'size'),
+]
+
+
+@pytest.mark.parametrize('call,exc,name', BAD, ids=[f"{i}-{b[2]}" for i, b in enumerate(BAD)])
+def test_bad_arguments_named(call, exc, name):
+    a0 = A.copy()
+    with pytest.raises(exc) as e: call()
+    assert name in str(e.value), str(e.value)
+    np.testing.assert_array_equal(A, a0)                                          # inputs untouched
+
+
+def test_paired_dataset_bad_dose_named(tmp_path):
+    a = tmp_path/'a.npy'; np.save(a, np.zeros((16, 16), np.float32))
+    for bad in ('half', float('nan'), 0.5j, True):
+        with pytest.raises(ValueError, match='dose must be'): PairedDataset([(a, a, bad, 'chest')])

@@ -5,7 +5,8 @@ import pytest
 import torch
 from founddiff.phantoms import phantom, rasterize, Ellipse, REGIONS
 from founddiff.physics import (simulate_low_dose, simulate_pair, simulate_doses, fan_project, fan_fbp, FanBeamGeometry,
-                               hu_to_mu, mu_to_hu, poisson_icdf, transmission_noise, DOSES, SEEN_DOSES, UNSEEN_DOSES, MU_WATER)
+                               hu_to_mu, mu_to_hu, poisson_icdf, transmission_noise, DOSES, SEEN_DOSES, UNSEEN_DOSES, MU_WATER,
+                               DoseSimulator, insert_noise, inserted_variance, fan_project_grid, fan_backproject_grid, fan_filter, MODES)
 
 PH = phantom('abdomen', 32, 0)
 
@@ -18,7 +19,7 @@ def test_dose_sets():
 def test_import_does_no_work():
     "Importing the physics module must not touch CUDA or build matrices."
     code = ("import torch, founddiff.physics as p; assert not torch.cuda.is_initialized(); "
-            "assert p._MATRICES == {}; print('ok')")
+            "assert p._MATRICES == {} and len(p._FAST) == 0; print('ok')")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and 'ok' in r.stdout, r.stderr
 
@@ -89,7 +90,7 @@ def test_generator_on_other_device_and_global_rng():
     assert torch.equal(c, d)
 
 
-@pytest.mark.parametrize('backend', ['grid', 'matrix'])
+@pytest.mark.parametrize('backend', ['grid', 'matrix', 'fast'])
 def test_fbp_gradcheck(backend):
     g = FanBeamGeometry(n_views=10, n_det=12, fan_angle=1.2)
     s = torch.rand(1, 10, 12, dtype=torch.float64, requires_grad=True)
@@ -165,3 +166,138 @@ def test_cuda_matches_cpu():
     assert lg.device.type == 'cuda' and rg.device.type == 'cuda'
     assert (rg.cpu() - rc).abs().max() < 0.5                                  # HU
     assert (lg.cpu() - lc).abs().mean() < 0.5                                 # the same noise, computed on the GPU
+
+
+# ---- the fast operator: the readable one's arithmetic, the old statistics and seeding ----
+
+@pytest.mark.parametrize('shape,spacing', [((40, 40), (4.0, 4.0)), ((36, 28), (0.9, 0.7)), ((33, 33), (3.0, 3.0))])
+def test_fast_operator_matches_readable(shape, spacing):
+    "Symmetric projector and sparse back-projector against the grid_sample versions (square, rectangle, odd size)."
+    H, W = shape
+    g = FanBeamGeometry.for_image(shape, spacing)
+    x = torch.tensor(np.stack([hu_to_mu(phantom(r, max(H, W), 1)[:H, :W]) for r in ('head', 'abdomen')]))
+    pr, pf = fan_project_grid(x, g, spacing), fan_project(x, g, spacing, backend='fast')
+    assert float((pf - pr).norm() / pr.norm()) < 1e-4
+    q = fan_filter(pr, g, 'hann')
+    br, bf = fan_backproject_grid(q, g, shape, spacing), fan_fbp(pr, g, shape, spacing, filter='hann', backend='fast')
+    assert float((bf - br).norm() / br.norm()) < 1e-5
+
+
+def test_fast_and_grid_give_the_same_images_for_a_seed():
+    "Same seed, either operator: the same noise (inverse-CDF draws), the same images to float rounding."
+    x = np.stack([phantom('head', 48, 2), phantom('chest', 48, 3)])
+    a, ra = simulate_doses(x, DOSES, generator=[4, 5], backend='grid')
+    b, rb = simulate_doses(x, DOSES, generator=[4, 5], backend='fast')
+    assert np.abs(a - b).mean() < 0.05 and np.abs(ra - rb).max() < 0.05
+
+
+def test_dose_simulator_one_more_dose_equals_simulate_doses():
+    sim = DoseSimulator(PH, pixel_spacing=1.2)
+    lo, ref = sim(0.2, generator=9)
+    lo2, ref2 = simulate_doses(PH, [0.2], generator=9, pixel_spacing=1.2)
+    np.testing.assert_array_equal(lo, lo2); np.testing.assert_array_equal(ref, ref2)
+    np.testing.assert_array_equal(sim.reference, ref)
+    lo8, _ = sim(DOSES, generator=9)
+    lo8b, _ = simulate_doses(PH, DOSES, generator=9, pixel_spacing=1.2)
+    np.testing.assert_array_equal(lo8, lo8b)
+
+
+def _water(N=48, reps=6):
+    from founddiff.phantoms import rasterize
+    cyl = rasterize([Ellipse(0, 0, 200 / 350, 200 / 350, 0, 0., 'w')], N, 4)
+    yy, xx = np.mgrid[:N, :N]
+    roi = (yy - (N - 1) / 2)**2 + (xx - (N - 1) / 2)**2 <= (0.6 * 100 / (350 / N))**2
+    return np.stack([cyl] * reps), roi
+
+
+def test_relative_mode_added_variance_follows_one_over_a_minus_one():
+    "Without electronic noise the variance added to the scan is proportional to 1/a - 1 (Yu et al. 2012)."
+    x, roi = _water()
+    low, partner = simulate_doses(x, DOSES, generator=0, pixel_spacing=350 / 48, mode='relative', sigma_e2=0.)
+    var = ((low - partner[None])[:, :, roi]).var((1, 2))
+    r = var / (1 / np.array(DOSES) - 1)
+    assert r.std() / r.mean() < 0.1
+    full, _ = simulate_doses(x[:1], 1.0, generator=0, pixel_spacing=350 / 48, mode='relative')
+    np.testing.assert_array_equal(full[0], DoseSimulator(x[:1], pixel_spacing=350 / 48).reference)   # a = 1: the scan itself
+
+
+def test_inserted_variance_closed_form():
+    p = torch.tensor([0.5, 3.0, 6.0], dtype=torch.float64)
+    for a in (0.5, 0.25, 0.05):
+        for se2 in (0.0, 10.0):
+            full = torch.exp(p) / 1e5 + se2 * torch.exp(2 * p) / 1e10                 # first-order post-log variances
+            low = torch.exp(p) / (a * 1e5) + se2 * torch.exp(2 * p) / (a * 1e5)**2
+            torch.testing.assert_close(inserted_variance(p, a, i0=1e5, sigma_e2=se2), low - full)
+    pn = insert_noise(torch.full((200_000,), 2.0, dtype=torch.float64), 0.25, generator=0)
+    assert abs(pn.var() / inserted_variance(torch.tensor(2.0), 0.25) - 1) < 0.02 and abs(pn.mean() - 2.0) < 1e-3
+
+
+def test_nested_low_dose_has_absolute_noise_and_shares_the_partner():
+    x, roi = _water()
+    sp = 350 / 48
+    sim = DoseSimulator(x, pixel_spacing=sp)
+    a_low, _ = sim(DOSES, generator=1)
+    n_low, n_partner = sim(DOSES, generator=1, mode='nested')
+    clean = sim.reference
+    s_abs = (a_low - clean[None])[:, :, roi].std((1, 2)); s_nest = (n_low - clean[None])[:, :, roi].std((1, 2))
+    assert np.all(np.abs(s_nest / s_abs - 1) < 0.1)
+    d_full, d_low = (n_partner - clean)[:, roi].ravel(), (n_low[0] - clean)[:, roi].ravel()
+    assert np.corrcoef(d_full, d_low)[0, 1] > 0.5                       # at 1/2 dose the low dose shares half its noise
+
+
+# ---- argument checks: type, the argument's name in the message, inputs untouched ----
+
+G0 = FanBeamGeometry()
+_SINO = torch.zeros(16, 16)
+BAD = [
+    (lambda x: simulate_low_dose(x, 'half'), TypeError, 'dose'),
+    (lambda x: simulate_low_dose(x, 0.5 + 0j), TypeError, 'dose'),
+    (lambda x: simulate_low_dose(x, True), TypeError, 'dose'),
+    (lambda x: simulate_low_dose(x, float('nan')), ValueError, 'dose'),
+    (lambda x: simulate_low_dose(x, 0.0), ValueError, 'dose'),
+    (lambda x: simulate_low_dose(x, 1.5), ValueError, 'dose'),
+    (lambda x: simulate_doses(x, ['0.5']), TypeError, 'doses'),
+    (lambda x: simulate_doses(x, '0.5'), TypeError, 'doses'),
+    (lambda x: simulate_doses(x, [0.5, 0.0]), ValueError, 'doses'),
+    (lambda x: simulate_doses(x, [0.5, complex(0.2, 1)]), TypeError, 'doses'),
+    (lambda x: simulate_doses(x, []), ValueError, 'doses'),
+    (lambda x: simulate_low_dose(x[None][:0], 0.5), ValueError, 'hu'),
+    (lambda x: simulate_low_dose(x.astype(np.complex64), 0.5), TypeError, 'hu'),
+    (lambda x: simulate_low_dose(torch.tensor(x).to(torch.complex64), 0.5), TypeError, 'hu'),
+    (lambda x: simulate_low_dose(x * 0 + np.float32(1e7), 0.5), ValueError, 'hu'),
+    (lambda x: simulate_low_dose(x, 0.5, pixel_spacing=(1.0, 1.0, 1.0)), ValueError, 'pixel_spacing'),
+    (lambda x: simulate_low_dose(x, 0.5, pixel_spacing=float('nan')), ValueError, 'pixel_spacing'),
+    (lambda x: simulate_low_dose(x, 0.5, pixel_spacing=-1.0), ValueError, 'pixel_spacing'),
+    (lambda x: simulate_low_dose(x, 0.5, pixel_spacing='1'), TypeError, 'pixel_spacing'),
+    (lambda x: simulate_low_dose(x, 0.5, pixel_spacing=(1.0, 1j)), TypeError, 'pixel_spacing'),
+    (lambda x: simulate_low_dose(x, 0.5, i0=0), ValueError, 'i0'),
+    (lambda x: simulate_low_dose(x, 0.5, i0=-1e5), ValueError, 'i0'),
+    (lambda x: simulate_low_dose(x, 0.5, i0=float('nan')), ValueError, 'i0'),
+    (lambda x: simulate_low_dose(x, 0.5, sigma_e2=-1.0), ValueError, 'sigma_e2'),
+    (lambda x: simulate_low_dose(x, 0.5, mu_water=0.0), ValueError, 'mu_water'),
+    (lambda x: simulate_low_dose(x, 0.5, mode='quarter'), ValueError, 'mode'),
+    (lambda x: simulate_low_dose(x, 0.5, reference='clean'), ValueError, 'reference'),
+    (lambda x: simulate_low_dose(x, 0.5, mode='relative', reference='full'), ValueError, 'reference'),
+    (lambda x: simulate_low_dose(x, 0.5, filter=3), ValueError, 'filter'),
+    (lambda x: FanBeamGeometry(n_views=1160.0), TypeError, 'n_views'),
+    (lambda x: FanBeamGeometry(n_det=True), TypeError, 'n_det'),
+    (lambda x: FanBeamGeometry(dso=float('nan')), ValueError, 'dso'),
+    (lambda x: FanBeamGeometry(dso=0.0), ValueError, 'dso'),
+    (lambda x: FanBeamGeometry(dsd=float('inf')), ValueError, 'dsd'),
+    (lambda x: FanBeamGeometry(fan_angle=-0.1), ValueError, 'fan_angle'),
+    (lambda x: FanBeamGeometry(flux_scale=0.0), ValueError, 'flux_scale'),
+    (lambda x: FanBeamGeometry.for_image((0, 32)), ValueError, 'shape'),
+    (lambda x: FanBeamGeometry.for_image((32,)), ValueError, 'shape'),
+    (lambda x: fan_fbp(_SINO, FanBeamGeometry(n_views=16, n_det=16), (8, 8, 8)), ValueError, 'shape'),
+    (lambda x: fan_project(torch.tensor(hu_to_mu(x)), step=0.0), ValueError, 'step'),
+    (lambda x: transmission_noise(torch.zeros(4), 0.5, i0=0.0), ValueError, 'i0'),
+    (lambda x: insert_noise(torch.zeros(4), 0.5, sigma_e2=-2.0), ValueError, 'sigma_e2'),
+]
+
+
+@pytest.mark.parametrize('call,exc,name', BAD, ids=[f"{i}-{b[2]}" for i, b in enumerate(BAD)])
+def test_bad_arguments_named_and_inputs_untouched(call, exc, name):
+    x = PH.copy()
+    with pytest.raises(exc) as e: call(x)
+    assert name in str(e.value), str(e.value)
+    np.testing.assert_array_equal(x, PH)
