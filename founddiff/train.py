@@ -133,6 +133,7 @@ class TrainConfig:
     # data: phantoms simulated at `image_size` (512: the full scanner geometry), seen doses only, plus user folders
     phantoms: int = 12               # training phantom slices, cycling head / chest / abdomen
     image_size: int = 64             # phantom slice size in pixels (the field of view stays the region's: 512 = full geometry)
+    extra_sizes: tuple = ()          # the same phantoms also simulated at these sizes (e.g. DA-CLIP: read 64-128 px teaching images too)
     doses: tuple = SEEN_DOSES        # training doses (the seen ones; unseen doses are for evaluation)
     folders: tuple = ()              # user folders of normal-dose slices (DICOM, NIfTI, .npy): "path" or "path:region"
     pairs: tuple = ()                # user folders of real low/normal-dose pairs (Mayo 2016 / 2020 layouts, .npy pairs)
@@ -174,6 +175,9 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0: raise ValueError(f"TrainConfig: {k} must be a number >= 0, got {v!r}")
         if not 0 <= self.ema_decay < 1: raise ValueError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay!r}")
         self.doses = tuple(float(d) for d in self.doses); self.folders = tuple(self.folders); self.pairs = tuple(self.pairs)
+        self.extra_sizes = tuple(self.extra_sizes)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.extra_sizes):
+            raise ValueError(f"TrainConfig: extra_sizes must hold positive ints, got {self.extra_sizes}")
         for d in self.doses:
             if not 0 < d <= 1: raise ValueError(f"TrainConfig: doses must be fractions in (0, 1], got {d}")
         if not self.phantoms and not self.folders and not self.pairs: raise ValueError("TrainConfig: no training data (phantoms = 0 and no folders or pairs)")
@@ -249,9 +253,9 @@ def build_slices(cfg: TrainConfig, progress: bool = True) -> TrainSlices:
     cache = Path(default(cfg.cache_dir, lambda: Path(cfg.out) / 'cache'))
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     makers = []
-    if cfg.phantoms:
-        makers.append(lambda: phantom_dataset(cfg.phantoms, cfg.image_size, doses=cfg.doses, seed=cfg.seed, split='train',
-                                              cache_dir=cache / f'phantoms-{cfg.image_size}'))
+    for size in ((cfg.image_size, *cfg.extra_sizes) if cfg.phantoms else ()):
+        makers.append(lambda size=size: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
+                                                        cache_dir=cache / f'phantoms-{size}'))
     for spec in cfg.folders:
         root, region = _region_of(spec)
         if not Path(root).is_dir(): raise FileNotFoundError(f"TrainConfig.folders: {root} is not a folder")
