@@ -124,3 +124,8 @@ def test_module_imports_follow_the_layers():
     mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     allowed = {'founddiff.core', 'founddiff.data', 'founddiff.daclip', 'founddiff.diffusion', 'founddiff.losses', 'founddiff.sampler'}
     assert {m for m in mods if m.startswith('founddiff')} <= allowed, mods
+
+
+def test_train_small_script_help():
+    r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_small.py'), '--help'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and '--skip-daclip' in r.stdout and '--bench' in r.stdout, r.stderr
