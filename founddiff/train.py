@@ -288,7 +288,7 @@ EMB_FORMAT, EMB_VERSION = 'founddiff.embeddings', 1
 
 @torch.no_grad()
 def embed_slices(slices: TrainSlices, daclip: DACLIP, cache_dir=None, batch_size: int = 8) -> TrainSlices:
-    "Set `slices.emb`: the frozen DA-CLIP's embeddings of every WHOLE low-dose slice, once (stored in `cache_dir` for the next run)."
+    "Set `slices.emb` (in place; returns `slices`): the frozen DA-CLIP's embeddings of every WHOLE low-dose slice, once (kept in `cache_dir`)."
     fp = hashlib.sha256((fingerprint(daclip.state_dict()) + '|' + '|'.join(slices.keys)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f'embeddings-{fp}.safetensors' if exists(cache_dir) else None
     if exists(path) and path.exists():
@@ -355,7 +355,8 @@ class Trainer:
             unet = DADiffUNet(cfg.config)
             if unet.config.conditioning != 'none' and self.slices.emb is None:
                 enc = default(daclip, lambda: load_daclip(path=cfg.daclip) if cfg.daclip.endswith('.safetensors') else load_daclip(cfg.daclip))
-                embed_slices(self.slices, enc.to(self.device), default(cfg.cache_dir, lambda: self.out / 'cache'))
+                self.daclip_fp = fingerprint(enc.state_dict())          # a resumed run must use the same encoder
+                self.slices = embed_slices(replace(self.slices), enc.to(self.device), default(cfg.cache_dir, lambda: self.out / 'cache'))
             small = [k for k, x in zip(self.slices.keys, self.slices.ldct) if min(x.shape) < cfg.patch]
             if small: raise ValueError(f"TrainConfig: patch {cfg.patch} is larger than {len(small)} training slice(s), e.g. {small[0]}")
             self.objective = DADiffObjective(unet, cfg.schedule)
@@ -377,6 +378,7 @@ class Trainer:
                     if self.world > 1 else self.objective)
         self.gen = torch.Generator().manual_seed(cfg.seed)              # batches, crops, views, t, noise: identical on every rank
         self.step, self.history, self.wall = 0, [], 0.0
+        self.daclip_fp = getattr(self, 'daclip_fp', None)
 
     # ---- batches: drawn for the global batch from `self.gen`, then each rank keeps its slice
     def _mine(self) -> slice:
@@ -533,7 +535,7 @@ class Trainer:
             for i, s in enumerate(torch.cuda.get_rng_state_all()): t[f'rng.cuda.{i}'] = s
         npst = np.random.get_state()
         t['rng.numpy'] = torch.from_numpy(npst[1].astype(np.int64))
-        extra = dict(step=self.step, wall_s=self.wall, world_size=self.world, history=self.history,
+        extra = dict(step=self.step, wall_s=self.wall, world_size=self.world, history=self.history, daclip_fingerprint=self.daclip_fp,
                      model_config=json.loads(json.dumps(asdict(self.model.config))),
                      opt_groups=osd['param_groups'], opt_scalars=scal,
                      numpy=[npst[0], int(npst[2]), int(npst[3]), float(npst[4])], python=json.loads(json.dumps(random.getstate())))
@@ -561,6 +563,9 @@ class Trainer:
         if not need <= set(ex): raise ValueError(f"{path}: the checkpoint header lacks {sorted(need - set(ex))} (damaged or not a founddiff checkpoint)")
         if ex['model_config'] != json.loads(json.dumps(asdict(self.model.config))):
             raise ValueError(f"{path}: its model config {ex['model_config']} differs from this run's {asdict(self.model.config)}")
+        if exists(ex.get('daclip_fingerprint')) and exists(self.daclip_fp) and ex['daclip_fingerprint'] != self.daclip_fp:
+            raise ValueError(f"{path} was trained on the embeddings of another DA-CLIP than {self.cfg.daclip!r} is now (retrained "
+                             "since?); start a fresh run (another `out`, or delete the checkpoint)")
         def part(prefix, module, what):
             sd = {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
             own = module.state_dict()

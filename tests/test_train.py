@@ -129,3 +129,15 @@ def test_module_imports_follow_the_layers():
 def test_train_small_script_help():
     r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_small.py'), '--help'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and '--skip-daclip' in r.stdout and '--bench' in r.stdout, r.stderr
+
+
+def test_resume_refuses_another_daclip(setup, tmp_path):
+    "A DA-Diff checkpoint remembers the DA-CLIP that made its embeddings; resuming with a retrained one is refused."
+    cfg, s, d = setup
+    c = replace(cfg, steps=1, out=str(tmp_path / 'r'), cache_dir=str(tmp_path / 'cache'))
+    plain = replace(s, emb=None)
+    a = Trainer(c, plain, progress=False); a.fit(); ck = a.save()
+    assert Trainer(c, replace(s, emb=None), progress=False).load(ck).step == 1
+    other = load_daclip('small'); torch.nn.init.zeros_(next(other.parameters()))
+    with pytest.raises(ValueError, match='embeddings of another DA-CLIP'):
+        Trainer(c, replace(s, emb=None), daclip=other, progress=False).load(ck)
