@@ -69,17 +69,19 @@ def stage_daclip(args, log):
                    steps=tr.step, machine=machine(), command=args.command,
                    data=dict(phantoms=cfg.phantoms, sizes=[cfg.image_size, *cfg.extra_sizes], doses=list(cfg.doses),
                              test='held-out phantoms (split test) at all 8 doses, probe fitted on other held-out phantoms at seen doses'))
-    path = save_daclip(model, weights_dir() / 'daclip_small', cfg.daclip_train_config(), metrics)
+    path = save_daclip(model, args.weights_dir / 'daclip_small', cfg.daclip_train_config(), metrics)
     log(f"DA-CLIP: {tr.step} steps, {tr.wall:.0f} s of training ({time.perf_counter() - t0:.0f} s in all); {scal}; saved {path}")
     return metrics
 
 
 def stage_dadiff(args, log):
     cfg = TrainConfig.from_file(args.config)
+    if args.weights_dir != weights_dir() and not args.skip_daclip and not cfg.daclip.endswith('.safetensors'):   # stage 1's DA-CLIP
+        cfg = replace(cfg, daclip=str(args.weights_dir / f'daclip_{cfg.daclip}.safetensors'))
     t0 = time.perf_counter()
     tr = train_from_config(cfg)
     den = Denoiser(tr.ema.module.eval(), load_daclip(path=cfg.daclip) if cfg.daclip.endswith('.safetensors') else load_daclip(cfg.daclip))
-    out = weights_dir() / 'dadiff_small.safetensors'
+    out = args.weights_dir / 'dadiff_small.safetensors'
     save_model(den, out)
     den = load_model(out)                                                            # what users get
     x, d, r, nd = heldout(cfg.image_size, args.eval_phantoms, DOSES, seed=3)
@@ -89,21 +91,21 @@ def stage_dadiff(args, log):
         m = (d - dose).abs() < 1e-6
         rows[dose_name(dose)] = dict(seen=dose in SEEN_DOSES, ldct=round(float(np.mean([psnr(a, b) for a, b in zip(x[m], nd[m])])), 2),
                                      dadiff=round(float(np.mean([psnr(a, b) for a, b in zip(y[m], nd[m])])), 2))
-    shutil.copyfile(tr.out / 'loss.png', weights_dir() / 'dadiff_small_loss.png')
+    shutil.copyfile(tr.out / 'loss.png', args.weights_dir / 'dadiff_small_loss.png')
     card = dict(command=args.command, config=cfg.to_dict(), steps=tr.step, train_wall_s=round(tr.wall, 1), machine=machine(),
                 seed=cfg.seed, weights=out.name, size_mb=round(out.stat().st_size / 1e6, 2),
                 data=f"{cfg.phantoms} phantoms (head/chest/abdomen) simulated at {cfg.image_size}x{cfg.image_size} (full geometry) "
                      f"at the seen doses {[dose_name(v) for v in cfg.doses]}; {cfg.patch} px patches; no real scans",
                 psnr=dict(what=f"{args.eval_phantoms} held-out phantoms (split test) at {cfg.image_size}x{cfg.image_size}, mean PSNR (dB) "
                                "on [-1000, 2000] HU -> [0, 1] against the normal-dose partner", rows=rows))
-    with atomic_write(weights_dir() / 'dadiff_small.json', 'w') as f: json.dump(card, f, indent=1)
+    with atomic_write(args.weights_dir / 'dadiff_small.json', 'w') as f: json.dump(card, f, indent=1)
     md = [f"# DA-Diff `small`", "", f"- **Command**: `{args.command}`", f"- **Data**: {card['data']}",
           f"- **Steps**: {tr.step} (batch {cfg.batch_size}, lr {cfg.lr}, EMA {cfg.ema_decay}); **wall time** {tr.wall / 60:.1f} min of training",
           f"- **Machine**: {machine()}", f"- **Seed**: {cfg.seed}", f"- **Weights**: `{out.name}` ({card['size_mb']} MB, EMA), "
           f"with the DA-CLIP it was conditioned on", "", "![loss curve](dadiff_small_loss.png)", "",
           f"PSNR (dB), {card['psnr']['what']}:", "", "| dose | seen in training | LDCT | DA-Diff small | gain |", "|---|---|---|---|---|"]
     md += [f"| {k} | {'yes' if v['seen'] else 'no'} | {v['ldct']:.2f} | {v['dadiff']:.2f} | {v['dadiff'] - v['ldct']:+.2f} |" for k, v in rows.items()]
-    with atomic_write(weights_dir() / 'dadiff_small.md', 'w') as f: f.write('\n'.join(md) + '\n')
+    with atomic_write(args.weights_dir / 'dadiff_small.md', 'w') as f: f.write('\n'.join(md) + '\n')
     log(f"DA-Diff: {tr.step} steps, {tr.wall:.0f} s of training ({time.perf_counter() - t0:.0f} s in all); saved {out}")
     log('\n'.join(md[-10:]))
     return card
@@ -117,7 +119,9 @@ def main(argv=None):
     ap.add_argument('--eval-phantoms', type=int, default=3, help='held-out phantoms per stage for the quick tables')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     ap.add_argument('--bench', action='store_true', help='measure steps/s of both configs and exit')
+    ap.add_argument('--weights-dir', default=None, help='where the weights and cards go (default: the package, founddiff/weights)')
     args = ap.parse_args(argv)
+    args.weights_dir = Path(args.weights_dir) if args.weights_dir else weights_dir()
     args.command = 'python scripts/train_small.py ' + ' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.threads: torch.set_num_threads(args.threads)
     log = lambda s: print(s, flush=True)

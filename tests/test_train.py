@@ -141,3 +141,23 @@ def test_resume_refuses_another_daclip(setup, tmp_path):
     other = load_daclip('small'); torch.nn.init.zeros_(next(other.parameters()))
     with pytest.raises(ValueError, match='embeddings of another DA-CLIP'):
         Trainer(c, replace(s, emb=None), daclip=other, progress=False).load(ck)
+
+
+def test_train_small_script_end_to_end_tiny(tmp_path):
+    "The one-command script at toy scale (tiny models, 64 px phantoms, 2 steps each), writing into a temporary weights folder."
+    from founddiff.pipeline import load_model
+    common = dict(phantoms=3, image_size=64, steps=2, log_every=0, checkpoint_every=0, cache_dir=str(tmp_path / 'cache'), threads=2)
+    TrainConfig(model='daclip', config='tiny', patch=0, batch_size=6, out=str(tmp_path / 'dc'), **common).to_file(tmp_path / 'dc.json')
+    TrainConfig(model='dadiff', config='tiny', patch=32, batch_size=2, out=str(tmp_path / 'dd'), **common).to_file(tmp_path / 'dd.json')
+    w = tmp_path / 'weights'
+    r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_small.py'), '--config', str(tmp_path / 'dd.json'),
+                        '--daclip-config', str(tmp_path / 'dc.json'), '--weights-dir', str(w), '--eval-phantoms', '1'],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {'daclip_small.safetensors', 'daclip_small.json', 'dadiff_small.safetensors', 'dadiff_small.json', 'dadiff_small.md',
+            'dadiff_small_loss.png'} <= {f.name for f in w.iterdir()}
+    card = json.loads((w / 'dadiff_small.json').read_text())
+    assert card['steps'] == 2 and set(card['psnr']['rows']) == {'1/2', '1/3', '1/4', '1/5', '1/6', '1/8', '1/10', '1/20'}
+    den = load_model(w / 'dadiff_small.safetensors')
+    assert den.unet.config.name == 'tiny' and den.daclip.config.name == 'tiny'   # conditioned on the stage-1 encoder
+    assert not list(w.glob('.*.tmp'))
