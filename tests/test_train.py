@@ -90,7 +90,7 @@ def test_two_gloo_processes_match_one(setup):
 
 
 def test_config_files(tmp_path):
-    for name in ('tiny', 'small', 'daclip_small'):
+    for name in ('tiny', 'small', 'daclip_small', 'paper'):
         cfg = TrainConfig.from_file(ROOT / 'configs' / f'{name}.json')
         assert cfg.doses == (1/2, 1/4, 1/6, 1/10) and cfg.model in ('dadiff', 'daclip')
     small = TrainConfig.from_file(ROOT / 'configs' / 'small.json')
