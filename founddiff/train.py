@@ -470,8 +470,7 @@ class Trainer:
     def sample_grid(self, n: int = 4, path=None) -> Path | None:
         "A PNG of the EMA model at work (rank 0): DA-Diff: LDCT | 2-step sample | NDCT on fixed crops; DA-CLIP: dose-embedding PC1 vs dose."
         if self.rank: return None
-        import matplotlib; matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure                            # no pyplot: no backend switch, nothing left open
         from founddiff.core import show_ct, unit_to_hu
         s, m = self.slices, self.ema.module.eval()
         path = Path(default(path, lambda: self.out / 'samples' / f'step{self.step:07d}.png'))
@@ -485,7 +484,7 @@ class Trainer:
             dev = self.device
             out = sample(m, ld.to(dev), DAEmbedding(*(e.to(dev) for e in emb)) if exists(emb) else None, 'founddiff', 2,
                          torch.Generator(device=dev).manual_seed(0)).float().cpu()
-            fig, axs = plt.subplots(len(js), 3, figsize=(7.5, 2.5 * len(js)), squeeze=False)
+            fig = Figure(figsize=(7.5, 2.5 * len(js))); axs = fig.subplots(len(js), 3, squeeze=False)
             for r, j in enumerate(js):
                 for a, (x, t) in enumerate(((ld, 'LDCT'), (out, 'DA-Diff (EMA, 2 steps)'), (nd, 'NDCT'))):
                     show_ct(unit_to_hu((x[r, 0] + 1) / 2), 'abdomen', ax=axs[r, a], title=f"{t} {dose_name(float(s.doses[j]))}" if a == 0 else t)
@@ -494,20 +493,21 @@ class Trainer:
             dev, zs = self.device, []
             for j in js: zs.append(m(s.ldct[j][None, None].to(dev)).dose.float().cpu())
             pc = pca(torch.cat(zs), 1)[:, 0]
-            fig, ax = plt.subplots(figsize=(5, 3.2))
+            fig = Figure(figsize=(5, 3.2)); ax = fig.subplots()
             ax.scatter(s.doses[js].log(), pc, c=s.regions[js], cmap='viridis', s=12)
             ax.set_xlabel('log dose'); ax.set_ylabel('dose embedding PC1'); ax.set_title(f"DA-CLIP (EMA) at step {self.step}")
         fig.suptitle(f"{self.cfg.model} {self.cfg.config}, step {self.step}", fontsize=9)
-        png = _grid_png(fig); plt.close(fig)
+        png = _grid_png(fig)
         with atomic_write(path) as f: f.write(png)
         return path
 
     def plot_loss(self, path=None, ax=None):
-        "The loss curve (per step and a running mean); saved as PNG when `path` is given."
-        import matplotlib; import matplotlib.pyplot as plt
+        "The loss curve (per step and a running mean) on `ax`; written as a PNG (atomically) when `path` is given."
         h = np.array(self.history, dtype=float).reshape(-1, 2)
-        fig = None
-        if ax is None: fig, ax = plt.subplots(figsize=(5, 3))
+        if ax is None and exists(path):
+            from matplotlib.figure import Figure; ax = Figure(figsize=(5, 3)).subplots()   # a file only: no pyplot
+        elif ax is None:
+            import matplotlib.pyplot as plt; _, ax = plt.subplots(figsize=(5, 3))
         ax.plot(h[:, 0], h[:, 1], lw=0.5, alpha=0.4, label='per step')
         if len(h) >= 10:
             k = max(5, len(h) // 50); ax.plot(h[k - 1:, 0], np.convolve(h[:, 1], np.ones(k) / k, 'valid'), label=f'mean of {k}')
@@ -516,7 +516,6 @@ class Trainer:
         if exists(path):
             png = _grid_png(ax.figure)
             with atomic_write(path) as f: f.write(png)
-        if exists(fig): plt.close(fig)
         return ax
 
     # ---- checkpoints

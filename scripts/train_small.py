@@ -70,7 +70,8 @@ def stage_daclip(args, log):
                    data=dict(phantoms=cfg.phantoms, sizes=[cfg.image_size, *cfg.extra_sizes], doses=list(cfg.doses),
                              test='held-out phantoms (split test) at all 8 doses, probe fitted on other held-out phantoms at seen doses'))
     path = save_daclip(model, args.weights_dir / 'daclip_small', cfg.daclip_train_config(), metrics)
-    log(f"DA-CLIP: {tr.step} steps, {tr.wall:.0f} s of training ({time.perf_counter() - t0:.0f} s in all); {scal}; saved {path}")
+    log(f"DA-CLIP: {tr.step} steps, {tr.wall:.0f} s of training, {tr.step / max(tr.wall, 1e-9):.3f} steps/s "
+        f"({time.perf_counter() - t0:.0f} s in all this session); {scal}; saved {path}")
     return metrics
 
 
@@ -92,7 +93,8 @@ def stage_dadiff(args, log):
         rows[dose_name(dose)] = dict(seen=dose in SEEN_DOSES, ldct=round(float(np.mean([psnr(a, b) for a, b in zip(x[m], nd[m])])), 2),
                                      dadiff=round(float(np.mean([psnr(a, b) for a, b in zip(y[m], nd[m])])), 2))
     shutil.copyfile(tr.out / 'loss.png', args.weights_dir / 'dadiff_small_loss.png')
-    card = dict(command=args.command, config=cfg.to_dict(), steps=tr.step, train_wall_s=round(tr.wall, 1), machine=machine(),
+    card = dict(command=args.command, config=cfg.to_dict(), steps=tr.step, train_wall_s=round(tr.wall, 1),
+                steps_per_s=round(tr.step / max(tr.wall, 1e-9), 3), machine=machine(),
                 seed=cfg.seed, weights=out.name, size_mb=round(out.stat().st_size / 1e6, 2),
                 data=f"{cfg.phantoms} phantoms (head/chest/abdomen) simulated at {cfg.image_size}x{cfg.image_size} (full geometry) "
                      f"at the seen doses {[dose_name(v) for v in cfg.doses]}; {cfg.patch} px patches; no real scans",
@@ -106,7 +108,8 @@ def stage_dadiff(args, log):
           f"PSNR (dB), {card['psnr']['what']}:", "", "| dose | seen in training | LDCT | DA-Diff small | gain |", "|---|---|---|---|---|"]
     md += [f"| {k} | {'yes' if v['seen'] else 'no'} | {v['ldct']:.2f} | {v['dadiff']:.2f} | {v['dadiff'] - v['ldct']:+.2f} |" for k, v in rows.items()]
     with atomic_write(args.weights_dir / 'dadiff_small.md', 'w') as f: f.write('\n'.join(md) + '\n')
-    log(f"DA-Diff: {tr.step} steps, {tr.wall:.0f} s of training ({time.perf_counter() - t0:.0f} s in all); saved {out}")
+    log(f"DA-Diff: {tr.step} steps, {tr.wall:.0f} s of training, {tr.step / max(tr.wall, 1e-9):.3f} steps/s "
+        f"({time.perf_counter() - t0:.0f} s in all this session); saved {out}")
     log('\n'.join(md[-10:]))
     return card
 
