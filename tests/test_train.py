@@ -16,7 +16,7 @@ def setup(tmp_path_factory):
     "Tiny DA-Diff run on 2 phantoms of 32x32 at the 4 seen doses, with their whole-slice DA-CLIP embeddings."
     d = tmp_path_factory.mktemp('train')
     cfg = TrainConfig(model='dadiff', config='tiny', phantoms=2, image_size=32, patch=16, steps=4, batch_size=4, lr=1e-3,
-                      ema_decay=0.9, log_every=0, checkpoint_every=0, out=str(d / 'run'), cache_dir=str(d / 'cache'), threads=1)
+                      ema_decay=0.9, log_every=0, checkpoint_every=0, out=str(d / 'run'), cache_dir=str(d / 'cache'))
     s = build_slices(cfg, progress=False)
     embed_slices(s, load_daclip('small'))
     return cfg, s, d
