@@ -19,9 +19,9 @@ from .losses import rnc_loss, supcon_loss
 # %% auto #0
 __all__ = ['REGION_NAMES', 'CONFIGS', 'TRAIN_CONFIGS', 'WEIGHTS_FORMAT', 'WEIGHTS_VERSION', 'DACLIPConfig', 'DACLIPTrainConfig',
            'get_config', 'to_daclip_input', 'NoiseStem', 'CNNBackbone', 'CLIPVisualBackbone', 'DACLIP',
-           'dose_preserving_view', 'dose_label', 'train_daclip', 'spearman', 'pair_order_accuracy', 'ridge_probe',
-           'nearest_centroid', 'pca', 'evaluate_daclip', 'plot_daclip_embedding', 'dose_prompt', 'prompt_logits',
-           'prompt_probs', 'encode_prompts', 'save_daclip', 'weights_dir', 'load_daclip', 'DAEmbedding']
+           'dose_preserving_view', 'dose_label', 'spearman', 'pair_order_accuracy', 'ridge_probe', 'nearest_centroid',
+           'pca', 'evaluate_daclip', 'plot_daclip_embedding', 'dose_prompt', 'prompt_logits', 'prompt_probs',
+           'encode_prompts', 'save_daclip', 'weights_dir', 'load_daclip', 'DAEmbedding']
 
 # %% ../nbs/06_daclip.ipynb #30ff49cc
 from .core import REGIONS
@@ -248,86 +248,6 @@ def dose_label(dose, kind: str = 'log') -> torch.Tensor:
     if kind == 'log': return dose.log()
     if kind == 'inverse': return 1 / dose
     raise ValueError(f"dose label kind must be 'log' or 'inverse', got {kind!r}")
-
-def _check_data(images, doses, regions, n_regions):
-    if not isinstance(images, torch.Tensor) or images.ndim != 3:
-        raise ValueError(f"images must be a (N, H, W) tensor of HU slices, got {type(images).__name__} {tuple(getattr(images, 'shape', ()))}")
-    N = len(images)
-    if not isinstance(doses, torch.Tensor) or not isinstance(regions, torch.Tensor) or doses.shape != (N,) or regions.shape != (N,):
-        raise ValueError(f"doses and regions must be tensors of shape ({N},), got {tuple(getattr(doses, 'shape', ()))} and {tuple(getattr(regions, 'shape', ()))}")
-    if not ((doses > 0) & (doses <= 1)).all(): raise ValueError("doses must be fractions of the full dose in (0, 1]")
-    if regions.is_floating_point() or regions.min() < 0 or regions.max() >= n_regions:
-        raise ValueError(f"regions must be integer indices in [0, {n_regions})")
-    if not torch.isfinite(images).all(): raise ValueError("images contain NaN or infinite values")
-
-def _lr_at(step, cfg):
-    "Linear warm-up over `cfg.warmup` of the steps, then cosine decay to 0."
-    w = max(1, int(cfg.warmup * cfg.steps))
-    if step < w: return cfg.lr * (step + 1) / w
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, cfg.steps - w)))
-
-def _groups(images, doses, regions, n_regions):
-    "Check the training data; a single (N, H, W) set becomes one group, a list of sets (one per image size) stays a list."
-    if isinstance(images, torch.Tensor): images, doses, regions = [images], [doses], [regions]
-    if not (isinstance(images, (list, tuple)) and len(images) == len(doses) == len(regions) and len(images) > 0):
-        raise ValueError("images, doses and regions must be tensors, or lists of tensors of the same length (one per image size)")
-    for g in zip(images, doses, regions): _check_data(*g, n_regions)
-    return list(images), list(doses), list(regions)
-
-def train_daclip(model: DACLIP,
-                 images,                     # (N, H, W) HU slices (seen doses only), or a list of such sets of different sizes
-                 doses,                      # (N,) dose fractions in (0, 1] (or a list, one per set)
-                 regions,                    # (N,) region indices, 0 head, 1 chest, 2 abdomen (or a list, one per set)
-                 config: DACLIPTrainConfig | None = None,
-                 generator: torch.Generator | None = None,   # batches and views; default: seeded with `config.seed`
-                 text_features: torch.Tensor | None = None,  # (P, dose_dim) prompt embeddings from a text tower, for `w_text`
-                 text_targets=None,                          # (N,) index of each image's prompt in `text_features` (or a list)
-                 callback: Callable | None = None,           # called as callback(step, record) after every step
-                ) -> list[dict]:
-    "Train `model` in place on two dose-preserving views per image: dose loss (RnC by default) + SupCon on region."
-    cfg = default(config, DACLIPTrainConfig())
-    images, doses, regions = _groups(images, doses, regions, model.config.n_regions)
-    if cfg.w_text > 0:
-        if text_features is None or text_targets is None:
-            raise ValueError("w_text > 0 needs text_features (P, dose_dim) and text_targets (N,) from a text tower")
-        text_targets = [text_targets] if isinstance(text_targets, torch.Tensor) else list(text_targets)
-    g = default(generator, lambda: torch.Generator().manual_seed(cfg.seed))
-    dev = next(model.parameters()).device
-    all_d = torch.cat(doses)
-    classes = torch.unique(all_d).to(dev)                     # the seen doses, ascending ('ce' and 'supcon')
-    aux = {'ce': lambda: nn.Linear(model.config.dose_dim, len(classes)),
-           'mse': lambda: nn.Linear(model.config.dose_dim, 1)}.get(cfg.dose_loss, nn.Identity)().to(dev)
-    lab = dose_label(all_d, cfg.dose_label)
-    lab_mu, lab_sd = lab.mean().item(), lab.std().clamp_min(1e-6).item()
-    sizes = torch.tensor([len(x) for x in images], dtype=torch.float)   # a batch comes from one set, chosen by its size
-    opt = torch.optim.AdamW(list(model.parameters()) + list(aux.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train(); hist = []; t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        for grp in opt.param_groups: grp['lr'] = _lr_at(step, cfg)
-        k = int(torch.multinomial(sizes, 1, generator=g)) if len(images) > 1 else 0
-        idx = torch.randint(len(images[k]), (cfg.batch_size,), generator=g)
-        x = to_daclip_input(images[k][idx])                   # (B, 1, H, W)
-        crop = cfg.crop if exists(cfg.crop) and cfg.crop < min(x.shape[-2:]) else None
-        v = torch.cat([dose_preserving_view(x, crop, g), dose_preserving_view(x, crop, g)]).to(dev)  # (2B, 1, h, w)
-        emb = model(v)
-        d, r = doses[k][idx].repeat(2).to(dev), regions[k][idx].repeat(2).to(dev)   # (2B,): labels follow the views
-        y = dose_label(d, cfg.dose_label)
-        if cfg.dose_loss == 'rnc': l_dose = rnc_loss(emb.dose, y, cfg.rnc_tau)
-        elif cfg.dose_loss == 'supcon': l_dose = supcon_loss(emb.dose, torch.searchsorted(classes, d), cfg.supcon_tau)
-        elif cfg.dose_loss == 'ce': l_dose = F.cross_entropy(aux(emb.dose), torch.searchsorted(classes, d))
-        else: l_dose = F.mse_loss(aux(emb.dose)[:, 0], (y - lab_mu) / lab_sd)
-        l_anat = supcon_loss(emb.anatomy, r, cfg.supcon_tau)
-        loss = cfg.w_dose * l_dose + cfg.w_anat * l_anat
-        rec = dict(step=step, size=tuple(x.shape[-2:]), dose=l_dose.item(), anat=l_anat.item())
-        if cfg.w_text > 0:
-            logits = prompt_logits(emb.dose, text_features.to(dev), cfg.text_scale)
-            l_text = F.cross_entropy(logits, text_targets[k][idx].repeat(2).to(dev))
-            loss = loss + cfg.w_text * l_text; rec['text'] = l_text.item()
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        rec.update(loss=loss.item(), time=time.perf_counter() - t0); hist.append(rec)
-        if exists(callback): callback(step, rec)
-    model.eval()
-    return hist
 
 # %% ../nbs/06_daclip.ipynb #451818f1
 def spearman(a, b) -> float:

@@ -17,7 +17,8 @@ import torch
 
 from founddiff.phantoms import phantom, FOV_MM, REGIONS
 from founddiff.physics import simulate_doses, DOSES, SEEN_DOSES, UNSEEN_DOSES
-from founddiff.daclip import (DACLIP, CONFIGS, TRAIN_CONFIGS, train_daclip, evaluate_daclip, save_daclip,
+from founddiff.train import train_daclip
+from founddiff.daclip import (DACLIP, CONFIGS, TRAIN_CONFIGS, evaluate_daclip, save_daclip,
                               weights_dir, REGION_NAMES)
 from founddiff.core import atomic_write
 

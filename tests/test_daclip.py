@@ -62,3 +62,13 @@ def test_training_script_smoke(tmp_path):
     m = load_daclip(path=out.with_suffix('.safetensors'), config='tiny')
     assert m.embed(torch.zeros(2, 40, 40)).dose.shape == (2, 1024)
     assert not list(out.parent.glob('.*.tmp'))            # atomic writes leave no temporaries
+
+
+def test_training_loop_lives_in_train():
+    "Every training loop lives in founddiff.train; founddiff.daclip keeps the model and never imports train (layers)."
+    import ast, founddiff.daclip as fd
+    from founddiff.train import train_daclip
+    assert not hasattr(fd, 'train_daclip') and callable(train_daclip)
+    tree = ast.parse((ROOT / 'founddiff' / 'daclip.py').read_text())
+    mods = {('founddiff.' if n.level else '') + n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m for m in mods if m.startswith('founddiff')} <= {'founddiff.core', 'founddiff.losses'}, mods

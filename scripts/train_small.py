@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Reproduce the shipped `small` models in one command: DA-CLIP at the full 512x512 geometry, then DA-Diff `small`.
+
+    python scripts/train_small.py                 # both stages; resumable: run it again after a stop and it continues
+    python scripts/train_small.py --skip-daclip   # keep the shipped DA-CLIP, train DA-Diff only
+    python scripts/train_small.py --bench         # measure steps/s of both configs here and exit (no training run)
+
+Stage 1 trains DA-CLIP with `configs/daclip_small.json` (phantoms at 512x512, plus 64/128 px) and writes its EMA weights to
+founddiff/weights/daclip_small.{safetensors,json}. Stage 2 trains DA-Diff `small` with `configs/small.json` on random
+patches of 512x512 phantoms at the seen doses, conditioned on that DA-CLIP's whole-slice embeddings, and writes
+founddiff/weights/dadiff_small.safetensors (`founddiff.pipeline.save_model`, EMA weights) with a model card
+dadiff_small.md / .json and the loss curve dadiff_small_loss.png. Training data: phantoms only; real slices
+(pydicom-data or any other collection) are never read here.
+"""
+from __future__ import annotations
+import argparse, json, os, platform, shlex, shutil, sys, time
+from dataclasses import replace, asdict
+from pathlib import Path
+import numpy as np
+import torch
+
+from founddiff.core import atomic_write, hu_to_unit, DOSES, SEEN_DOSES, UNSEEN_DOSES, REGIONS, dose_name
+from founddiff.daclip import save_daclip, load_daclip, weights_dir, evaluate_daclip
+from founddiff.data import phantom_dataset
+from founddiff.pipeline import Denoiser, save_model, load_model
+from founddiff.train import TrainConfig, Trainer, build_slices, embed_slices, train_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def steps_per_second(cfg: TrainConfig, n: int = 5, phantoms: int = 3) -> float:
+    "Optimiser steps/s of `cfg` on `phantoms` phantoms (best of `n` single steps after a warm-up step)."
+    cfg = replace(cfg, phantoms=phantoms, checkpoint_every=0, sample_every=0, out=str(Path(cfg.out) / 'bench'))
+    tr = Trainer(cfg, build_slices(cfg, progress=False), progress=False)
+    tr.train_step(); ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); tr.train_step(); ts.append(time.perf_counter() - t0)
+    return 1 / min(ts)
+
+
+def heldout(size: int, n: int, doses, seed: int = 0):
+    "Held-out phantoms (split 'test': never in training) at `doses`: HU images (N, H, W), doses (N,), regions (N,), NDCT (N, H, W)."
+    ds = phantom_dataset(n, size, doses=doses, seed=seed, split='test', scale='hu')
+    items = [ds[i] for i in range(len(ds))]
+    return (torch.stack([s['ldct'][0] for s in items]), torch.tensor([float(s['dose']) for s in items]),
+            torch.tensor([int(s['region']) for s in items]), torch.stack([s['ndct'][0] for s in items]))
+
+
+def psnr(x, ref) -> float:
+    "PSNR in dB on [-1000, 2000] HU scaled to [0, 1] (max 1), full image."
+    mse = float(((hu_to_unit(x) - hu_to_unit(ref)) ** 2).mean())
+    return 10 * np.log10(1 / mse)
+
+
+def stage_daclip(args, log):
+    cfg = TrainConfig.from_file(args.daclip_config)
+    t0 = time.perf_counter()
+    tr = train_from_config(cfg)
+    train = heldout(cfg.image_size, 3 * args.eval_phantoms, SEEN_DOSES, seed=1)   # fits the probe: other held-out phantoms
+    test = heldout(cfg.image_size, 3 * args.eval_phantoms, DOSES, seed=2)
+    scores = {}
+    for name, m in (('ema', tr.ema.module.eval()), ('raw', tr.model.eval())):   # ship the better on held-out phantoms (EMA lags early on)
+        res = evaluate_daclip(m, train[:3], test[:3], UNSEEN_DOSES, batch_size=8)
+        scores[name] = (m, {k: round(float(v), 4) for k, v in res.items() if isinstance(v, float)})
+        log(f"DA-CLIP {name}: {scores[name][1]}")
+    pick = max(scores, key=lambda k: (scores[k][1]['spearman_unseen'] + scores[k][1]['region_acc_unseen'], k == 'ema'))
+    model, scal = scores[pick]
+    metrics = dict(scal, weights=pick, metrics_at_size=cfg.image_size, by_size={str(cfg.image_size): scal}, train_time_s=round(tr.wall, 1),
+                   steps=tr.step, machine=machine(), command=args.command,
+                   data=dict(phantoms=cfg.phantoms, sizes=[cfg.image_size, *cfg.extra_sizes], doses=list(cfg.doses),
+                             test='held-out phantoms (split test) at all 8 doses, probe fitted on other held-out phantoms at seen doses'))
+    path = save_daclip(model, args.weights_dir / 'daclip_small', cfg.daclip_train_config(), metrics)
+    log(f"DA-CLIP: {tr.step} steps, {tr.wall:.0f} s of training, {tr.step / max(tr.wall, 1e-9):.3f} steps/s "
+        f"({time.perf_counter() - t0:.0f} s in all this session); {scal}; saved {path}")
+    return metrics
+
+
+def stage_dadiff(args, log):
+    cfg = TrainConfig.from_file(args.config)
+    if args.weights_dir != weights_dir() and not args.skip_daclip and not cfg.daclip.endswith('.safetensors'):   # stage 1's DA-CLIP
+        cfg = replace(cfg, daclip=str(args.weights_dir / f'daclip_{cfg.daclip}.safetensors'))
+    t0 = time.perf_counter()
+    tr = train_from_config(cfg)
+    den = Denoiser(tr.ema.module.eval(), load_daclip(path=cfg.daclip) if cfg.daclip.endswith('.safetensors') else load_daclip(cfg.daclip))
+    out = args.weights_dir / 'dadiff_small.safetensors'
+    save_model(den, out)
+    den = load_model(out)                                                            # what users get
+    x, d, r, nd = heldout(cfg.image_size, args.eval_phantoms, DOSES, seed=3)
+    y = den.denoise(x, batch_size=4, generator=0)
+    rows = {}
+    for dose in DOSES:
+        m = (d - dose).abs() < 1e-6
+        rows[dose_name(dose)] = dict(seen=dose in SEEN_DOSES, ldct=round(float(np.mean([psnr(a, b) for a, b in zip(x[m], nd[m])])), 2),
+                                     dadiff=round(float(np.mean([psnr(a, b) for a, b in zip(y[m], nd[m])])), 2))
+    shutil.copyfile(tr.out / 'loss.png', args.weights_dir / 'dadiff_small_loss.png')
+    card = dict(command=args.command, config=cfg.to_dict(), steps=tr.step, train_wall_s=round(tr.wall, 1),
+                steps_per_s=round(tr.step / max(tr.wall, 1e-9), 3), machine=machine(),
+                seed=cfg.seed, weights=out.name, size_mb=round(out.stat().st_size / 1e6, 2),
+                data=f"{cfg.phantoms} phantoms (head/chest/abdomen) simulated at {cfg.image_size}x{cfg.image_size} (full geometry) "
+                     f"at the seen doses {[dose_name(v) for v in cfg.doses]}; {cfg.patch} px patches; no real scans",
+                psnr=dict(what=f"{args.eval_phantoms} held-out phantoms (split test) at {cfg.image_size}x{cfg.image_size}, mean PSNR (dB) "
+                               "on [-1000, 2000] HU -> [0, 1] against the normal-dose partner", rows=rows))
+    with atomic_write(args.weights_dir / 'dadiff_small.json', 'w') as f: json.dump(card, f, indent=1)
+    md = [f"# DA-Diff `small`", "", f"- **Command**: `{args.command}`", f"- **Data**: {card['data']}",
+          f"- **Steps**: {tr.step} (batch {cfg.batch_size}, lr {cfg.lr}, EMA {cfg.ema_decay}); **wall time** {tr.wall / 60:.1f} min of training",
+          f"- **Machine**: {machine()}", f"- **Seed**: {cfg.seed}", f"- **Weights**: `{out.name}` ({card['size_mb']} MB, EMA), "
+          f"with the DA-CLIP it was conditioned on", "", "![loss curve](dadiff_small_loss.png)", "",
+          f"PSNR (dB), {card['psnr']['what']}:", "", "| dose | seen in training | LDCT | DA-Diff small | gain |", "|---|---|---|---|---|"]
+    md += [f"| {k} | {'yes' if v['seen'] else 'no'} | {v['ldct']:.2f} | {v['dadiff']:.2f} | {v['dadiff'] - v['ldct']:+.2f} |" for k, v in rows.items()]
+    with atomic_write(args.weights_dir / 'dadiff_small.md', 'w') as f: f.write('\n'.join(md) + '\n')
+    log(f"DA-Diff: {tr.step} steps, {tr.wall:.0f} s of training, {tr.step / max(tr.wall, 1e-9):.3f} steps/s "
+        f"({time.perf_counter() - t0:.0f} s in all this session); saved {out}")
+    log('\n'.join(md[-10:]))
+    return card
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--config', default=str(ROOT / 'configs' / 'small.json'), help='DA-Diff training config')
+    ap.add_argument('--daclip-config', default=str(ROOT / 'configs' / 'daclip_small.json'), help='DA-CLIP training config')
+    ap.add_argument('--skip-daclip', action='store_true', help='keep the shipped DA-CLIP weights')
+    ap.add_argument('--eval-phantoms', type=int, default=3, help='held-out phantoms per stage for the quick tables')
+    ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    ap.add_argument('--bench', action='store_true', help='measure steps/s of both configs and exit')
+    ap.add_argument('--weights-dir', default=None, help='where the weights and cards go (default: the package, founddiff/weights)')
+    args = ap.parse_args(argv)
+    args.weights_dir = Path(args.weights_dir) if args.weights_dir else weights_dir()
+    args.command = 'python scripts/train_small.py ' + ' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.threads: torch.set_num_threads(args.threads)
+    log = lambda s: print(s, flush=True)
+    if args.bench:
+        for p in (args.daclip_config, args.config):
+            cfg = TrainConfig.from_file(p)
+            sps = steps_per_second(cfg)
+            log(f"{Path(p).name}: {cfg.model} {cfg.config}, patch {cfg.patch}, batch {cfg.batch_size}: {sps:.3f} steps/s "
+                f"-> {sps * 3600:.0f} steps/hour on {machine()}")
+        return
+    t0 = time.perf_counter()
+    if not args.skip_daclip: stage_daclip(args, log)
+    stage_dadiff(args, log)
+    log(f"done in {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+if __name__ == '__main__':
+    main()
