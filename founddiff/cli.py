@@ -304,6 +304,23 @@ def _run_file_command(args) -> dict:
     return r
 
 # %% ../nbs/14_cli.ipynb #030a7599
+def _run_train(args):
+    "`founddiff train CONFIG`: the config file (with the command line's overrides) through `founddiff.train.train_from_config`."
+    from dataclasses import replace
+    from .train import TrainConfig, train_from_config        # the trainer loads torch models: only when asked for
+    path = check_path(args.config, 'CONFIG')
+    if not path.is_file(): raise FileNotFoundError(f"CONFIG {path}: no such file")
+    cfg, over = TrainConfig.from_file(path), {}
+    if args.out is not None: over['out'] = str(check_out_dir(args.out))
+    if args.steps is not None:
+        if args.steps < 1: raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        over['steps'] = args.steps
+    if args.device is not None: over['device'] = args.device
+    if over: cfg = replace(cfg, **over)
+    check_out_dir(cfg.out, 'the run folder (config "out")')
+    tr = train_from_config(cfg, resume=not args.no_resume, progress=not args.no_progress)
+    print(f"founddiff train: {cfg.model} {cfg.config!r} at step {tr.step} of {cfg.steps}; run folder {tr.out}")
+
 class _UsageError(Exception): "A command-line usage error (argparse's message)."
 
 class _Parser(argparse.ArgumentParser):
@@ -323,6 +340,19 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument('--out', '-o', default='founddiff_demo', help='output folder (created; default: ./founddiff_demo)')
     d.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback when something fails')
     _add_file_commands(sub)
+    t = sub.add_parser('train', help='train DA-CLIP or DA-Diff from a JSON config (resumes an interrupted run)',
+                       description='Train the model a JSON config describes (see configs/*.json and the 11_train notebook): '
+                                   'phantoms simulated at the seen doses plus any folders the config names; checkpoints, '
+                                   'sample grids and the loss curve go to the config\'s "out" folder (or --out). Running the '
+                                   'same command again continues from <out>/checkpoint.safetensors. Multi-GPU: '
+                                   'torchrun --nproc_per_node N $(which founddiff) train CONFIG.')
+    t.add_argument('config', help='a training config (.json), e.g. configs/tiny.json')
+    t.add_argument('--out', '-o', default=None, help='run folder (default: the config\'s "out")')
+    t.add_argument('--steps', type=int, default=None, help='train to this many optimiser steps in all (default: the config\'s)')
+    t.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: the config\'s, else CUDA when available)')
+    t.add_argument('--no-resume', action='store_true', help='start afresh even if the run folder holds a checkpoint')
+    t.add_argument('--no-progress', action='store_true', help='no progress bar')
+    t.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback when something fails')
     return p
 
 def check_out_dir(out, name: str = '--out') -> Path:
@@ -358,6 +388,7 @@ def main(argv=None) -> int:
             print(f"founddiff demo: wrote {out/'ct_windows.png'}, {out/'doses.png'}, {out/'index.html'} and {out/'summary.json'}")
             print(f"open {(out/'index.html').resolve()} in a browser")
         elif args.command in ('denoise', 'simulate'): _run_file_command(args)
+        elif args.command == 'train': _run_train(args)
         return 0
     except KeyboardInterrupt:
         print("founddiff: error: interrupted", file=sys.stderr); return 130

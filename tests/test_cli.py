@@ -196,3 +196,31 @@ def test_file_commands_refuse_non_ct_and_missing_model(tmp_path, tiny):
     r = _run('denoise', str(sample_path('CT_small.dcm')), '--out', str(tmp_path / 'o.dcm'), '--model', 'nonesuch')
     assert r.returncode == 2 and "no shipped DA-Diff model 'nonesuch'" in r.stderr, r.stderr
     assert not (tmp_path / 'o.dcm').exists()
+
+
+# --- founddiff train CONFIG ---------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+def test_train_runs_resumes_and_refuses(tmp_path):
+    "`founddiff train` trains the tiny config, continues from its checkpoint, and refuses bad configs in one line."
+    from safetensors import safe_open
+    cfg, run = ROOT / 'configs' / 'tiny.json', tmp_path / 'run'
+    before = cfg.read_bytes()
+    r = _run('train', str(cfg), '--steps', '2', '--out', str(run), '--no-progress', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'at step 2 of 2' in r.stdout and (run / 'checkpoint.safetensors').is_file()
+    r = _run('train', str(cfg), '--steps', '3', '--out', str(run), '--no-progress', cwd=tmp_path)   # continues: 1 more step
+    assert r.returncode == 0, r.stderr
+    assert 'at step 3 of 3' in r.stdout
+    assert json.loads((run / 'config.json').read_text())['steps'] == 3
+    assert cfg.read_bytes() == before                                          # the config file is only read
+    bad = tmp_path / 'bad.json'; bad.write_text('{"model": "dadiff", "bogus": 1}')
+    afile = tmp_path / 'afile'; afile.write_text('x')
+    for args, msg in [(('train', str(tmp_path / 'nope.json')), 'no such file'),
+                      (('train', str(bad)), 'bogus'),
+                      (('train', str(cfg), '--out', str(afile)), 'existing file'),
+                      (('train', str(cfg), '--steps', '0', '--out', str(tmp_path / 'r0')), '--steps')]:
+        r = _run(*args, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.startswith('founddiff: error:') and msg in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / 'r0').exists()
