@@ -352,21 +352,48 @@ def _sym_views(geometry, shape, spacing):
     first[flat[::-1]] = np.arange(len(flat))[::-1]                           # a (g, b) pair for every view
     return syms, base, vmap, 1.0 / mult[vmap], first
 
-def _fan_project_fast(mu, geometry, spacing, step: float = 1.0, max_elems: int = 2**24):
-    "`fan_project_grid` on the base views only: the other views are the base views of flipped/rotated copies of the image."
-    B, H, W = mu.shape; V, D = geometry.n_views, geometry.n_det
+def _ray_ranges(geometry, betas, shape, spacing, n_s: int, dt: float):
+    "First and one-past-last index of the `_ray_points` samples of each ray (V, D) that can touch the image (grown by a pixel)."
+    H, W = shape; dy, dx = spacing
+    t0 = geometry.dso - 0.5 * math.hypot(H * dy, W * dx) + 0.5 * dt          # distance of sample 0 from the source
+    b = betas.double(); ang = b[:, None] + math.pi + geometry.gammas(b.device, torch.float64)[None]
+    s = torch.stack([torch.cos(b), torch.sin(b)], -1)[:, None] * geometry.dso  # (V, 1, 2) source, mm
+    c = torch.stack([torch.cos(ang), torch.sin(ang)], -1)                      # (V, D, 2) ray directions
+    c = torch.where(c.abs() < 1e-12, torch.full_like(c, 1e-12), c)
+    h = torch.tensor([W * dx / 2 + dx, H * dy / 2 + dy], dtype=torch.float64, device=b.device)   # beyond: zero padding
+    lo, hi = (-h - s) / c, (h - s) / c                                         # slab method: where the ray is inside
+    enter, leave = torch.minimum(lo, hi).amax(-1), torch.maximum(lo, hi).amin(-1)
+    k0 = torch.ceil((enter - t0) / dt).clamp(0, n_s).long()
+    k1 = (torch.floor((leave - t0) / dt) + 1).clamp(0, n_s).long()
+    return k0, torch.maximum(k1, k0)
+
+def _fan_project_fast(mu, geometry, spacing, step: float = 1.0, max_elems: int = 2**22):
+    "`fan_project_grid` on the base views only (the other views are base views of flipped/rotated copies), sampling only inside the image."
+    B, H, W = mu.shape; V, D = geometry.n_views, geometry.n_det; dy, dx = spacing
     syms, base, vmap, _, first = _sym_views(geometry, (H, W), spacing)
     G, nB = len(syms), len(base)
     imgs = torch.stack([_transform(mu, s) for s in syms], 1)                 # (B, G, H, W): the copies ride in the channels
     betas = geometry.betas(mu.device, mu.dtype)[torch.as_tensor(base, device=mu.device)]
-    n_s = math.ceil(math.hypot(H * spacing[0], W * spacing[1]) / (step * min(spacing)))
-    chunk = max(1, max_elems // (B * G * D * n_s))                         # views per grid_sample call: bounded memory
-    outs = []
-    for v0 in range(0, nB, chunk):
-        g, dt = _ray_points(geometry, betas[v0:v0 + chunk], (H, W), spacing, step, mu.device, mu.dtype)
-        smp = F.grid_sample(imgs, g[None].expand(B, -1, -1, -1) if B > 1 else g[None], mode='bilinear', padding_mode='zeros', align_corners=False)
-        outs.append(smp.sum(-1) * dt)                                        # (B, G, v*D)
-    pb = torch.cat(outs, -1).reshape(B, G * nB, D)                           # (B, G*nB, D)
+    R = 0.5 * math.hypot(H * dy, W * dx)                                       # the sample points of `_ray_points`, exactly
+    n_s = max(2, math.ceil(2 * R / (step * min(dx, dy)))); dt = 2 * R / n_s
+    k0, k1 = _ray_ranges(geometry, betas, (H, W), spacing, n_s, dt)
+    scale = torch.tensor([2 / (W * dx), -2 / (H * dy)], device=mu.device, dtype=mu.dtype)   # mm -> grid_sample units
+    src = torch.stack([torch.cos(betas), torch.sin(betas)], -1)[:, None, None] * (geometry.dso * scale)   # (nB, 1, 1, 2)
+    ang = betas[:, None] + math.pi + geometry.gammas(mu.device, mu.dtype)[None]
+    dirs = torch.stack([torch.cos(ang), torch.sin(ang)], -1)[:, :, None] * scale            # (nB, D, 1, 2)
+    band = min(D, 48); views = max(1, min(8, max_elems // (B * G * band * n_s)))            # rays per call: similar lengths
+    pb = mu.new_zeros(B, G, nB, D)
+    for v0 in range(0, nB, views):
+        v1 = min(nB, v0 + views)
+        for d0 in range(0, D, band):
+            d1 = min(D, d0 + band)
+            lo, hi = int(k0[v0:v1, d0:d1].min()), int(k1[v0:v1, d0:d1].max())   # samples outside add exactly zero
+            if hi <= lo: continue
+            t = geometry.dso - R + (torch.arange(lo, hi, device=mu.device, dtype=mu.dtype) + 0.5) * dt
+            g = (src[v0:v1] + dirs[v0:v1, d0:d1] * t[:, None]).reshape(1, -1, hi - lo, 2)
+            smp = F.grid_sample(imgs, g.expand(B, -1, -1, -1), mode='bilinear', padding_mode='zeros', align_corners=False)
+            pb[:, :, v0:v1, d0:d1] = smp.sum(-1).reshape(B, G, v1 - v0, d1 - d0)
+    pb = (pb * dt).reshape(B, G * nB, D)                                     # (B, G*nB, D)
     first_t = torch.as_tensor(first, device=mu.device)
     flip = torch.as_tensor([syms[i // nB][1] for i in first], device=mu.device)[None, :, None]
     p = pb[:, first_t]                                                       # (B, V, D): every view from one (copy, base view)
