@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import ipywidgets as widgets
 from .core import WINDOWS, SAMPLES, HU_MIN, HU_MAX, Window, exists, default, get_window, sample_path, hu_to_unit, unit_to_hu, to_numpy
 from .io import CTImage, read_slice
+from .metrics import psnr, ssim
 from .physics import DOSES, SEEN_DOSES, DEFAULT_FOV_MM, dose_name, simulate_doses, DoseSimulator
 
 # %% auto #0
@@ -88,12 +89,8 @@ def as_denoiser(model, seed: int | None = 0, name: str = 'model'):
 
 # %% ../nbs/13_widgets.ipynb #343cce3d
 def psnr_ssim(x, ref) -> tuple[float, float]:
-    "PSNR (dB) and SSIM of `x` against `ref` (HU): on [-1000, 2000] HU -> [0, 1] (clipped), data range 1, full image, SSIM with an 11x11 Gaussian window (sigma 1.5)."
-    try: from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-    except ImportError: raise ImportError("the metrics need scikit-image: pip install scikit-image") from None
-    a, b = hu_to_unit(np.asarray(x, np.float64)), hu_to_unit(np.asarray(ref, np.float64))
-    return (float(peak_signal_noise_ratio(b, a, data_range=1.0)),
-            float(structural_similarity(b, a, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)))
+    "PSNR (dB) and SSIM of `x` against `ref` (HU): on [-1000, 2000] HU -> [0, 1] (clipped), data range 1, full image, SSIM with an 11x11 Gaussian window (sigma 1.5): `founddiff.metrics.psnr` and `ssim`."
+    return psnr(x, ref), ssim(x, ref)
 
 # %% ../nbs/13_widgets.ipynb #fe38ff46
 def _int16(a) -> np.ndarray:
