@@ -136,7 +136,7 @@ def _dose_label(d: float) -> str:
 def _dose_tag(d: float) -> str: return 'seen' if _is_seen(d) else 'unseen' if _is_level(d) else 'between levels'
 
 # %% ../nbs/13_widgets.ipynb #fdbcce51
-_METRICS_NOTE = "vs the NDCT partner, on [-1000, 2000] HU → [0, 1], full image; SSIM: Gaussian window σ 1.5 (scikit-image)"
+_METRICS_NOTE = "vs the NDCT partner, on [-1000, 2000] HU → [0, 1], full image; SSIM: 11x11 Gaussian window σ 1.5 (founddiff.metrics, as scikit-image)"
 
 def _check_doses(doses) -> list[float]:
     ds = [doses] if isinstance(doses, numbers.Real) else list(doses)
