@@ -16,7 +16,7 @@ __all__ = ['HU_MIN', 'HU_MAX', 'WINDOWS', 'SAMPLES', 'REGIONS', 'DOSES', 'SEEN_D
            'exists', 'default', 'check_number', 'check_choice', 'check_finite', 'check_path', 'get_device',
            'seed_everything', 'as_generator', 'hu_to_unit', 'unit_to_hu', 'Window', 'get_window', 'sample_path',
            'to_numpy', 'show_ct', 'atomic_write', 'dose_name', 'DAEmbedding', 'save_weights', 'read_weights_header',
-           'load_weights', 'config_from_dict']
+           'load_weights', 'config_from_dict', 'state_fingerprint']
 
 # %% ../nbs/00_core.ipynb #40065c0d
 def exists(x) -> bool:
@@ -364,3 +364,12 @@ def config_from_dict(cls, d: dict, source=None):
     missing = sorted(f.name for f in fields(cls) if f.name not in d and f.default is MISSING and f.default_factory is MISSING)
     if missing: raise ValueError(f"{src}{cls.__name__} field(s) {missing} missing from the config")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+def state_fingerprint(state: dict) -> str:
+    "sha256 of a state dict's names, dtypes, shapes and bytes: which weights a model was trained or saved with."
+    import hashlib
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode()); h.update(v.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from .core import exists, default, as_generator, get_device, hu_to_unit, unit_to_hu, DAEmbedding
-from .core import save_weights, load_weights, config_from_dict
+from .core import save_weights, load_weights, config_from_dict, state_fingerprint
 from .daclip import DACLIP, DACLIPConfig, weights_dir
 from .diffusion import DADiffUNet, CONFIGS
 from .sampler import sample, get_preset, PRESETS, _check_steps
@@ -91,13 +91,7 @@ class Denoiser(nn.Module):
 DADIFF_FORMAT, DADIFF_VERSION = 'founddiff.dadiff', 1
 _EXTRA_FIELDS = ('preset', 'steps', 'schedule', 'daclip')
 
-def _fingerprint(state: dict) -> str:
-    "sha256 of a state dict's names, dtypes, shapes and bytes."
-    h = hashlib.sha256()
-    for k in sorted(state):
-        v = state[k].detach().cpu().contiguous()
-        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode()); h.update(v.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+_fingerprint = state_fingerprint   # which DA-CLIP a model pairs with (defined once, in core)
 
 def _shipped_daclip(fp: str) -> str | None:
     "The name of the shipped DA-CLIP weights file with fingerprint `fp`, if any."

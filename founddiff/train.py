@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from .core import (exists, default, atomic_write, save_weights, load_weights, config_from_dict, get_device,
+from .core import (exists, default, atomic_write, save_weights, load_weights, config_from_dict, get_device, state_fingerprint,
                             DAEmbedding, REGIONS, SEEN_DOSES, DOSES, dose_name)
 from .losses import rnc_loss, supcon_loss
 from .daclip import (DACLIP, DACLIPTrainConfig, dose_preserving_view, dose_label, to_daclip_input, prompt_logits,
@@ -24,8 +24,8 @@ from .sampler import sample
 from .data import phantom_dataset, folder_dataset, PairedDataset, find_pairs
 
 # %% auto #0
-__all__ = ['MODEL_KINDS', 'EMB_FORMAT', 'EMB_VERSION', 'CKPT_FORMAT', 'CKPT_VERSION', 'lr_at', 'DACLIPObjective', 'train_daclip',
-           'TrainConfig', 'TrainSlices', 'build_slices', 'fingerprint', 'embed_slices', 'DADiffObjective', 'dist_info',
+__all__ = ['MODEL_KINDS', 'fingerprint', 'EMB_FORMAT', 'EMB_VERSION', 'CKPT_FORMAT', 'CKPT_VERSION', 'lr_at', 'DACLIPObjective',
+           'train_daclip', 'TrainConfig', 'TrainSlices', 'build_slices', 'embed_slices', 'DADiffObjective', 'dist_info',
            'init_distributed', 'Trainer', 'train_from_config']
 
 # %% ../nbs/11_train.ipynb #e707f79a
@@ -276,13 +276,7 @@ def build_slices(cfg: TrainConfig, progress: bool = True) -> TrainSlices:
     return TrainSlices(out['ldct'], out['ndct'], torch.tensor(out['src']), torch.tensor(out['doses'], dtype=torch.float32),
                        torch.tensor(out['regions']), out['keys'])
 
-def fingerprint(state: dict) -> str:
-    "sha256 of a state dict's names, dtypes, shapes and bytes."
-    h = hashlib.sha256()
-    for k in sorted(state):
-        v = state[k].detach().cpu().contiguous()
-        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode()); h.update(v.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+fingerprint = state_fingerprint   # which DA-CLIP a run was started with (defined once, in core)
 
 EMB_FORMAT, EMB_VERSION = 'founddiff.embeddings', 1
 
