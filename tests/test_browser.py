@@ -54,12 +54,8 @@ SELF_TEST = r"""
 """
 
 
-def test_dose_slider_in_chromium(tmp_path):
-    hu = phantom('abdomen', 64, 0)
-    fig = dose_slider(hu, lambda x: ndi.gaussian_filter(x, 1.0), pixel_spacing=FOV_MM['abdomen'] / 64, window='abdomen')
-    page = tmp_path / 'slider.html'
-    fig.write_html(page, include_plotlyjs=True, auto_play=False, post_script=SELF_TEST, div_id='founddiff-slider')
-    assert '<script src=' not in page.read_text()                        # everything inline: works offline
+def _self_test(page, tmp_path):
+    "Load `page` in headless chromium; the JSON its self-test wrote into the DOM, and chromium's stderr (console)."
     cmd = [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
            f'--user-data-dir={tmp_path / "profile"}', '--virtual-time-budget=20000', '--enable-logging=stderr', '--v=0',
            '--dump-dom', page.as_uri()]
@@ -67,6 +63,16 @@ def test_dose_slider_in_chromium(tmp_path):
     m = re.search(r'<pre id="founddiff-selftest">(.*?)</pre>', r.stdout, re.S)
     assert m, f"the self-test wrote nothing (chromium rc {r.returncode}); stderr tail:\n{r.stderr[-2000:]}"
     res = json.loads(m.group(1).replace('&lt;', '<').replace('&gt;', '>').replace('&amp;', '&').replace('&quot;', '"'))
+    return res, r.stderr
+
+
+def test_dose_slider_in_chromium(tmp_path):
+    hu = phantom('abdomen', 64, 0)
+    fig = dose_slider(hu, lambda x: ndi.gaussian_filter(x, 1.0), pixel_spacing=FOV_MM['abdomen'] / 64, window='abdomen')
+    page = tmp_path / 'slider.html'
+    fig.write_html(page, include_plotlyjs=True, auto_play=False, post_script=SELF_TEST, div_id='founddiff-slider')
+    assert '<script src=' not in page.read_text()                        # everything inline: works offline
+    res, err = _self_test(page, tmp_path)
     assert 'error' not in res, res
     b, mv, a = res['before'], res['moved'], res['after']
     assert res['n_ticks'] == 8
@@ -78,7 +84,7 @@ def test_dose_slider_in_chromium(tmp_path):
     assert (b['cmin'], b['cmax']) == (WINDOWS['abdomen'].lo, WINDOWS['abdomen'].hi)
     assert a['button'] == 1 and (a['cmin'], a['cmax']) == (WINDOWS['lung'].lo, WINDOWS['lung'].hi)
     assert a['visible'] == mv['visible'] and a['images'] != mv['images']
-    console = [l for l in r.stderr.splitlines() if 'CONSOLE' in l and re.search(r'Uncaught|Error|WARN', l)]
+    console = [l for l in err.splitlines() if 'CONSOLE' in l and re.search(r'Uncaught|Error|WARN', l)]
     assert not console, console
 
 
@@ -93,16 +99,10 @@ def test_demo_page_in_chromium(tmp_path):
                + SELF_TEST.replace('{plot_id}', 'dose-slider-0') + "}, 300); });</script>")
     probe = tmp_path / 'probe.html'
     probe.write_text(page.replace('</body>', test_js + '</body>'))        # a copy of the page with the self-test added
-    cmd = [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
-           f'--user-data-dir={tmp_path / "profile"}', '--virtual-time-budget=20000', '--enable-logging=stderr', '--v=0',
-           '--dump-dom', probe.as_uri()]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    m = re.search(r'<pre id="founddiff-selftest">(.*?)</pre>', r.stdout, re.S)
-    assert m, f"the self-test wrote nothing (chromium rc {r.returncode}); stderr tail:\n{r.stderr[-2000:]}"
-    res = json.loads(m.group(1).replace('&lt;', '<').replace('&gt;', '>').replace('&amp;', '&').replace('&quot;', '"'))
+    res, err = _self_test(probe, tmp_path)
     assert 'error' not in res, res
     b, mv, a = res['before'], res['moved'], res['after']
     assert b['visible'] == ['ldct 1/4', 'diff 1/4', 'NDCT'] and mv['visible'] == ['ldct 1/20', 'diff 1/20', 'NDCT'], (b['visible'], mv['visible'])
     assert mv['images'] != b['images'] and a['cmin'] != mv['cmin'] and a['images'] != mv['images']
-    console = [l for l in r.stderr.splitlines() if 'CONSOLE' in l and re.search(r'Uncaught|Error|WARN', l)]
+    console = [l for l in err.splitlines() if 'CONSOLE' in l and re.search(r'Uncaught|Error|WARN', l)]
     assert not console, console
