@@ -204,6 +204,16 @@ class DoseCache:
         with atomic_write(self.path(key)) as f: np.save(f, np.clip(np.rint(stack), -32768, 32767).astype(np.int16))
 
 # %% ../nbs/04_data.ipynb #11cbd53c
+def _check_source_dose(v):
+    "None, or (lo, hi) dose fractions in (0, 1] with lo <= hi, from a number or a pair."
+    if v is None: return None
+    pair = [v, v] if isinstance(v, numbers.Number) and not isinstance(v, bool) else v
+    if isinstance(pair, (str, bytes)) or not hasattr(pair, '__len__') or len(pair) != 2:
+        raise ValueError(f"source_dose must be None, a dose fraction or a (lo, hi) pair, got {v!r}")
+    lo, hi = _check_doses(list(pair), 2, 'source_dose')
+    if lo > hi: raise ValueError(f"source_dose: lo must not exceed hi, got {v!r}")
+    return (lo, hi)
+
 class SimulatedDoseDataset(Dataset):
     "Pairs (simulated LDCT, NDCT) of normal-dose `sources` at each of `doses`; see `make_sample` for an item."
     def __init__(self, sources, doses=SEEN_DOSES, *,
@@ -211,6 +221,7 @@ class SimulatedDoseDataset(Dataset):
                  augment: bool = False,          # random flips / quarter turns (torch's global RNG: seeded per worker)
                  seed: int = 0,                  # noise seed (with the source key and dose)
                  cache_dir=None,                 # folder for a disk cache of all doses per source
+                 source_dose=None,               # scan the source first: a dose fraction, or (lo, hi) log-uniform per source
                  **sim_kwargs):                  # passed to `simulate_doses` (i0, sigma_e2, filter, reference, mode, ...)
         self.sources = sources if isinstance(sources, PhantomSources) else list(sources)
         if isinstance(doses, (str, bytes)) or not hasattr(doses, '__len__'): raise TypeError(f"doses must be a sequence of dose fractions, got {doses!r}")
@@ -223,11 +234,14 @@ class SimulatedDoseDataset(Dataset):
             raise ValueError("geometry, pixel_spacing and generator are chosen per source; set match_noise / i0 / sigma_e2 / filter instead")
         self.scale, self.augment, self.seed, self.sim = scale, augment, seed, dict(sim_kwargs)
         self.match_noise = self.sim.pop('match_noise', False)
+        self.source_dose = _check_source_dose(source_dose)
         self.cache = DoseCache(cache_dir, self._config()) if exists(cache_dir) else None
 
     def _config(self) -> dict:
-        return dict(version=2, doses=list(self.doses), seed=self.seed, match_noise=self.match_noise,
-                    sim={k: v for k, v in sorted(self.sim.items())})
+        cfg = dict(version=2, doses=list(self.doses), seed=self.seed, match_noise=self.match_noise,
+                   sim={k: v for k, v in sorted(self.sim.items())})
+        if exists(self.source_dose): cfg['source_dose'] = list(self.source_dose)   # only when set: older caches stay valid
+        return cfg
 
     def __len__(self): return len(self.sources) * len(self.doses)
 
@@ -238,8 +252,21 @@ class SimulatedDoseDataset(Dataset):
         "Load and simulate `srcs` (same shape and spacing): (K, B, H, W) low-dose and (B, H, W) references, HU."
         loaded = [s.load() for s in srcs]
         hu = np.stack([h for h, _ in loaded]); sp = loaded[0][1]
+        geo = self._geometry(hu[0], sp)
+        if exists(self.source_dose):                                           # the scan: one full-dose realisation per source
+            sim = {k: v for k, v in self.sim.items() if k not in ('mode', 'reference')}
+            hu, _ = simulate_doses(hu, [[self.scan_dose(s) for s in srcs]], generator=[_stable_seed('scan', self.seed, s.key) for s in srcs],
+                                   pixel_spacing=sp, geometry=geo, **sim)
+            hu = hu[0]
         gens = [_stable_seed('noise', self.seed, s.key, *(doses if per_dose else ())) for s in srcs]
-        return simulate_doses(hu, doses, generator=gens, pixel_spacing=sp, geometry=self._geometry(hu[0], sp), **self.sim)
+        return simulate_doses(hu, doses, generator=gens, pixel_spacing=sp, geometry=geo, **self.sim)
+
+    def scan_dose(self, src) -> float | None:
+        "The dose of the full-dose realisation `src` is scanned at first (`source_dose`; None: the source is used as it is)."
+        if self.source_dose is None: return None
+        lo, hi = self.source_dose
+        u = np.random.default_rng(_stable_seed('scan dose', self.seed, src.key)).random()
+        return float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))))
 
     def _stack(self, j: int):
         "All doses of source j: (1 + K, H, W) HU, from the cache (built if missing or damaged)."

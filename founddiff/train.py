@@ -21,7 +21,7 @@ from .daclip import (DACLIP, DACLIPTrainConfig, dose_preserving_view, dose_label
                               load_daclip, pca, CONFIGS as DACLIP_CONFIGS)
 from .diffusion import DADiffUNet, residual_loss, get_schedule, CONFIGS as DADIFF_CONFIGS
 from .sampler import sample
-from .data import phantom_dataset, folder_dataset, PairedDataset, find_pairs
+from .data import phantom_dataset, folder_dataset, PairedDataset, find_pairs, _check_source_dose
 
 # %% auto #0
 __all__ = ['MODEL_KINDS', 'fingerprint', 'EMB_FORMAT', 'EMB_VERSION', 'CKPT_FORMAT', 'CKPT_VERSION', 'lr_at', 'DACLIPObjective',
@@ -134,6 +134,7 @@ class TrainConfig:
     phantoms: int = 12               # training phantom slices, cycling head / chest / abdomen
     image_size: int = 64             # phantom slice size in pixels (the field of view stays the region's: 512 = full geometry)
     extra_sizes: tuple = ()          # the same phantoms also simulated at these sizes (e.g. DA-CLIP: read 64-128 px teaching images too)
+    source_dose: float | tuple | None = None   # `image_size` phantoms are first scanned at this dose ((lo, hi): log-uniform per phantom), as real scans are noisy; extra sizes stay clean
     doses: tuple = SEEN_DOSES        # training doses (the seen ones; unseen doses are for evaluation)
     folders: tuple = ()              # user folders of normal-dose slices (DICOM, NIfTI, .npy): "path" or "path:region"
     pairs: tuple = ()                # user folders of real low/normal-dose pairs (Mayo 2016 / 2020 layouts, .npy pairs)
@@ -176,6 +177,9 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1: raise ValueError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay!r}")
         self.doses = tuple(float(d) for d in self.doses); self.folders = tuple(self.folders); self.pairs = tuple(self.pairs)
         self.extra_sizes = tuple(self.extra_sizes)
+        if isinstance(self.source_dose, list): self.source_dose = tuple(self.source_dose)
+        try: _check_source_dose(self.source_dose)
+        except (TypeError, ValueError) as e: raise ValueError(f"TrainConfig: {e}") from None
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.extra_sizes):
             raise ValueError(f"TrainConfig: extra_sizes must hold positive ints, got {self.extra_sizes}")
         for d in self.doses:
@@ -236,11 +240,11 @@ def _region_of(spec: str):
     head, sep, tail = str(spec).rpartition(':')
     return (head, tail) if sep and tail in REGIONS else (str(spec), None)
 
-def _add(out, ds, seen):
-    "Append every item of a dataset (dicts from `make_sample`) to the lists in `out`."
+def _add(out, ds, seen, tag: str = ''):
+    "Append every item of a dataset (dicts from `make_sample`) to the lists in `out`; `tag` keeps sets of the same sources apart."
     for i in range(len(ds)):
         s = ds[i]
-        key = s['key'] or f"item{i}"
+        key = tag + (s['key'] or f"item{i}")
         if key not in seen: seen[key] = len(out['ndct']); out['ndct'].append(s['ndct'][0].float())
         out['ldct'].append(s['ldct'][0].float()); out['src'].append(seen[key])
         out['doses'].append(float(s['dose'])); out['regions'].append(int(s['region'])); out['keys'].append(f"{key}@{float(s['dose']):.6g}")
@@ -253,26 +257,28 @@ def build_slices(cfg: TrainConfig, progress: bool = True) -> TrainSlices:
     cache = Path(default(cfg.cache_dir, lambda: Path(cfg.out) / 'cache'))
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     makers = []
-    for size in ((cfg.image_size, *cfg.extra_sizes) if cfg.phantoms else ()):
-        makers.append(lambda size=size: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
-                                                        cache_dir=cache / f'phantoms-{size}'))
+    for i, size in enumerate((cfg.image_size, *cfg.extra_sizes) if cfg.phantoms else ()):
+        scan = cfg.source_dose if i == 0 else None          # the main set is scanned first (`source_dose`); the extra sizes are not
+        tag = f'phantoms-{size}' + ('-scanned' if exists(scan) else '')
+        makers.append((tag + '/' if exists(scan) else '', lambda size=size, scan=scan, tag=tag: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
+                                                                            source_dose=scan, cache_dir=cache / tag)))
     for spec in cfg.folders:
         root, region = _region_of(spec)
         if not Path(root).is_dir(): raise FileNotFoundError(f"TrainConfig.folders: {root} is not a folder")
         tag = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:10]
-        makers.append(lambda root=root, region=region, tag=tag: folder_dataset(root, region, doses=cfg.doses, seed=cfg.seed,
-                                                                               cache_dir=cache / f'folder-{tag}'))
+        makers.append(('', lambda root=root, region=region, tag=tag: folder_dataset(root, region, doses=cfg.doses, seed=cfg.seed,
+                                                                                    cache_dir=cache / f'folder-{tag}')))
     for root in cfg.pairs:
         if not Path(root).is_dir(): raise FileNotFoundError(f"TrainConfig.pairs: {root} is not a folder")
-        makers.append(lambda root=root: PairedDataset(find_pairs(root)))
+        makers.append(('', lambda root=root: PairedDataset(find_pairs(root))))
     out, seen = dict(ldct=[], ndct=[], src=[], doses=[], regions=[], keys=[]), {}
-    for make in makers:
+    for prefix, make in makers:
         if rank0:                                             # rank 0 simulates into the cache; the others wait, then read it
             ds = make()
             if hasattr(ds, 'build_cache') and exists(getattr(ds, 'cache', None)): ds.build_cache(progress=progress)
         _barrier()
         if not rank0: ds = make()
-        _add(out, ds, seen)
+        _add(out, ds, seen, prefix)
     return TrainSlices(out['ldct'], out['ndct'], torch.tensor(out['src']), torch.tensor(out['doses'], dtype=torch.float32),
                        torch.tensor(out['regions']), out['keys'])
 

@@ -123,6 +123,7 @@ def main(argv=None):
     ap.add_argument('--config', default=str(ROOT / 'configs' / 'small.json'), help='DA-Diff training config')
     ap.add_argument('--daclip-config', default=str(ROOT / 'configs' / 'daclip_small.json'), help='DA-CLIP training config')
     ap.add_argument('--skip-daclip', action='store_true', help='keep the shipped DA-CLIP weights')
+    ap.add_argument('--skip-dadiff', action='store_true', help='train DA-CLIP only')
     ap.add_argument('--eval-phantoms', type=int, default=3, help='held-out phantoms per stage for the quick tables')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     ap.add_argument('--bench', action='store_true', help='measure steps/s of both configs and exit')
@@ -141,7 +142,7 @@ def main(argv=None):
         return
     t0 = time.perf_counter()
     if not args.skip_daclip: stage_daclip(args, log)
-    stage_dadiff(args, log)
+    if not args.skip_dadiff: stage_dadiff(args, log)
     log(f"done in {(time.perf_counter() - t0) / 60:.1f} min")
 
 
