@@ -98,13 +98,20 @@ class PhantomSource:
     size: int = 64
     seed: int = 0
     split: str = 'train'
+    zoom: float = 1.0                  # < 1: the phantom is drawn on zoom * size pixels, centred in air (a wider field of view, coarser pixels)
     @property
-    def key(self) -> str: return f"phantom-{self.split}-{self.region}-{self.size}-s{self.seed}-{self.index:07d}"
+    def key(self) -> str:
+        return f"phantom-{self.split}-{self.region}-{self.size}-s{self.seed}-{self.index:07d}" + (f"-z{self.zoom:.4f}" if self.zoom != 1 else '')
     @property
     def patient(self) -> str: return self.key
     def load(self):
         "(HU (size, size) float32, pixel spacing in mm)"
-        return phantom(self.region, self.size, _stable_seed('phantom', self.seed, self.split, self.region, self.index)), FOV_MM[self.region] / self.size
+        k = self.size if self.zoom == 1 else max(8, int(round(self.size * self.zoom)))
+        hu = phantom(self.region, k, _stable_seed('phantom', self.seed, self.split, self.region, self.index))
+        if k < self.size:                                              # the same body in a wider field of view: finer noise per body
+            lo = (self.size - k) // 2
+            hu = np.pad(hu, ((lo, self.size - k - lo),) * 2, constant_values=-1000.)
+        return hu.astype(np.float32), FOV_MM[self.region] / k
 
 @dataclass(frozen=True)
 class FileSource:
@@ -314,13 +321,24 @@ class SimulatedDoseDataset(Dataset):
         return len(todo)
 
     def _group(self, s):
-        "Sources batch together when they have the same shape and spacing (phantoms: region and size)."
-        return (s.region, s.size) if isinstance(s, PhantomSource) else s.key
+        "Sources batch together when they have the same shape and spacing (phantoms: region, size and zoom)."
+        return (s.region, s.size, s.zoom) if isinstance(s, PhantomSource) else s.key
 
 # %% ../nbs/04_data.ipynb #3d663dbd
+def _check_fov_scale(v):
+    "None, or (lo, hi) with 0 < lo <= hi <= 1."
+    if v is None: return None
+    if isinstance(v, (str, bytes)) or not hasattr(v, '__len__') or len(v) != 2:
+        raise ValueError(f"fov_scale must be None or a (lo, hi) pair, got {v!r}")
+    lo, hi = (float(x) for x in v)
+    if not 0.1 <= lo <= hi <= 1: raise ValueError(f"fov_scale must satisfy 0.1 <= lo <= hi <= 1, got {v!r}")
+    return (lo, hi)
+
 class PhantomSources:
     "A lazy sequence of `n` `PhantomSource`s cycling through `regions` (nothing is stored: n can be huge)."
-    def __init__(self, n: int, size: int = 64, regions=REGIONS, seed: int = 0, split: str = 'train'):
+    def __init__(self, n: int, size: int = 64, regions=REGIONS, seed: int = 0, split: str = 'train',
+                 fov_scale=None):            # None, or (lo, hi) in (0, 1]: each phantom drawn on a fraction of the image, log-uniform
+        self.fov_scale = _check_fov_scale(fov_scale)
         if not isinstance(n, (bool, np.bool_)) and isinstance(n, numbers.Integral) and n < 1: raise ValueError(f"n must be positive, got {n}")
         _count(n, 'n'); _count(size, 'size', 8); _count(seed, 'seed', 0)
         if not isinstance(split, str) or not split: raise ValueError(f"split must be a non-empty string, got {split!r}")
@@ -332,12 +350,18 @@ class PhantomSources:
         if isinstance(j, slice): return [self[i] for i in range(*j.indices(self.n))]
         if not -self.n <= j < self.n: raise IndexError(f"source {j} out of range for {self.n}")
         j %= self.n
-        return PhantomSource(self.regions[j % len(self.regions)], j // len(self.regions), self.size, self.seed, self.split)
+        region, index = self.regions[j % len(self.regions)], j // len(self.regions)
+        zoom = 1.0
+        if exists(self.fov_scale):
+            lo, hi = self.fov_scale
+            u = np.random.default_rng(_stable_seed('zoom', self.seed, self.split, region, index)).random()
+            zoom = round(float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))), 4)
+        return PhantomSource(region, index, self.size, self.seed, self.split, zoom)
 
 def phantom_dataset(n: int = 300, size: int = 64, *, regions=REGIONS, doses=SEEN_DOSES, seed: int = 0,
-                    split: str = 'train', **kwargs) -> SimulatedDoseDataset:
+                    split: str = 'train', fov_scale=None, **kwargs) -> SimulatedDoseDataset:
     "`n` seeded phantom slices (cycling through `regions`) at each of `doses`; kwargs go to `SimulatedDoseDataset`."
-    return SimulatedDoseDataset(PhantomSources(n, size, regions, seed, split), doses, seed=seed, **kwargs)
+    return SimulatedDoseDataset(PhantomSources(n, size, regions, seed, split, fov_scale), doses, seed=seed, **kwargs)
 
 # %% ../nbs/04_data.ipynb #07b3a6b2
 def folder_dataset(root, region: str | None = None, *, doses=DOSES, patient_level: int = 1, **kwargs) -> SimulatedDoseDataset:

@@ -21,7 +21,7 @@ from .daclip import (DACLIP, DACLIPTrainConfig, dose_preserving_view, dose_label
                               load_daclip, pca, CONFIGS as DACLIP_CONFIGS)
 from .diffusion import DADiffUNet, residual_loss, get_schedule, CONFIGS as DADIFF_CONFIGS
 from .sampler import sample
-from .data import phantom_dataset, folder_dataset, PairedDataset, find_pairs, _check_source_dose
+from .data import phantom_dataset, folder_dataset, PairedDataset, find_pairs, _check_source_dose, _check_fov_scale
 
 # %% auto #0
 __all__ = ['MODEL_KINDS', 'fingerprint', 'EMB_FORMAT', 'EMB_VERSION', 'CKPT_FORMAT', 'CKPT_VERSION', 'lr_at', 'DACLIPObjective',
@@ -135,6 +135,7 @@ class TrainConfig:
     image_size: int = 64             # phantom slice size in pixels (the field of view stays the region's: 512 = full geometry)
     extra_sizes: tuple = ()          # the same phantoms also simulated at these sizes (e.g. DA-CLIP: read 64-128 px teaching images too)
     source_dose: float | tuple | None = None   # `image_size` phantoms are first scanned at this dose ((lo, hi): log-uniform per phantom), as real scans are noisy; extra sizes stay clean
+    fov_scale: tuple | None = None   # `image_size` phantoms drawn on a fraction (lo, hi) of the image: wider fields of view, coarser pixels
     doses: tuple = SEEN_DOSES        # training doses (the seen ones; unseen doses are for evaluation)
     folders: tuple = ()              # user folders of normal-dose slices (DICOM, NIfTI, .npy): "path" or "path:region"
     pairs: tuple = ()                # user folders of real low/normal-dose pairs (Mayo 2016 / 2020 layouts, .npy pairs)
@@ -178,7 +179,8 @@ class TrainConfig:
         self.doses = tuple(float(d) for d in self.doses); self.folders = tuple(self.folders); self.pairs = tuple(self.pairs)
         self.extra_sizes = tuple(self.extra_sizes)
         if isinstance(self.source_dose, list): self.source_dose = tuple(self.source_dose)
-        try: _check_source_dose(self.source_dose)
+        if isinstance(self.fov_scale, list): self.fov_scale = tuple(self.fov_scale)
+        try: _check_source_dose(self.source_dose); _check_fov_scale(self.fov_scale)
         except (TypeError, ValueError) as e: raise ValueError(f"TrainConfig: {e}") from None
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.extra_sizes):
             raise ValueError(f"TrainConfig: extra_sizes must hold positive ints, got {self.extra_sizes}")
@@ -258,10 +260,11 @@ def build_slices(cfg: TrainConfig, progress: bool = True) -> TrainSlices:
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     makers = []
     for i, size in enumerate((cfg.image_size, *cfg.extra_sizes) if cfg.phantoms else ()):
-        scan = cfg.source_dose if i == 0 else None          # the main set is scanned first (`source_dose`); the extra sizes are not
-        tag = f'phantoms-{size}' + ('-scanned' if exists(scan) else '')
-        makers.append((tag + '/' if exists(scan) else '', lambda size=size, scan=scan, tag=tag: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
-                                                                            source_dose=scan, cache_dir=cache / tag)))
+        scan, fov = (cfg.source_dose, cfg.fov_scale) if i == 0 else (None, None)   # the main set: scanned, wider fields; extra sizes: plain
+        tag = f'phantoms-{size}' + ('-scanned' if exists(scan) else '') + ('-fov' if exists(fov) else '')
+        makers.append((tag + '/' if exists(scan) or exists(fov) else '',
+                       lambda size=size, scan=scan, fov=fov, tag=tag: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
+                                                                                      source_dose=scan, fov_scale=fov, cache_dir=cache / tag)))
     for spec in cfg.folders:
         root, region = _region_of(spec)
         if not Path(root).is_dir(): raise FileNotFoundError(f"TrainConfig.folders: {root} is not a folder")
