@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['DEFAULT_CHUNK_SIZE', 'DEFAULT_BLOCK_ELEMS', 'DEFAULT_CPU_THREADS', 'SCAN_BACKENDS', 'BENCH_CASES',
-           'check_scan_inputs', 'selective_scan_ref', 'make_scan_inputs', 'torch_cpu_threads', 'selective_scan_torch',
-           'available_backends', 'resolve_backend', 'selective_scan', 'scan_parity', 'benchmark_scan']
+           'check_scan_inputs', 'selective_scan_ref', 'make_scan_inputs', 'selective_scan_torch', 'available_backends',
+           'resolve_backend', 'selective_scan', 'torch_cpu_threads', 'scan_parity', 'benchmark_scan']
 
 # %% ../nbs/07_scan.ipynb #ec2efcc3
 def _shape(x): return tuple(x.shape)
@@ -101,6 +101,83 @@ def make_scan_inputs(b=2, D=8, L=37, N=4, G=None, dtype=torch.float32, device=No
         for v in args.values():
             if isinstance(v, torch.Tensor): v.requires_grad_()
     return args
+
+# %% ../nbs/07_scan.ipynb #29139647
+DEFAULT_CHUNK_SIZE = 16       # T: chunk length (measured on a 2-core CPU; see "Speed")
+DEFAULT_BLOCK_ELEMS = {'cpu': 2**18, 'other': 2**25}  # state elements (b*D*N*positions) per block: near the cache on a CPU;
+                                                      # large on a GPU, where each operation costs a kernel launch (untested here)
+DEFAULT_CPU_THREADS = 1       # intra-op threads for the CPU scan (None: torch's setting); see "The fast form"
+
+def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False,
+                         chunk_size:int=DEFAULT_CHUNK_SIZE,   # T, positions per chunk
+                         block_elems:int|None=None, # working-set size of one block, in state elements (None: DEFAULT_BLOCK_ELEMS)
+                         cpu_threads:int|None=DEFAULT_CPU_THREADS, # intra-op threads on the CPU (None: torch's setting)
+                        ):
+    "Chunked selective scan in plain torch (any device), same arguments and results as `selective_scan_ref`."
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if block_elems is None: block_elems = DEFAULT_BLOCK_ELEMS['cpu' if u.device.type == 'cpu' else 'other']
+    if chunk_size < 1 or block_elems < 1: raise ValueError(f"chunk_size and block_elems must be >= 1, got {chunk_size}, {block_elems}")
+    out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk_size),
+                                   int(block_elems), cpu_threads)
+    return (out, last) if return_last_state else out
+
+# %% ../nbs/07_scan.ipynb #b50f9fb4
+@functools.lru_cache(maxsize=None)
+def _mamba_import():
+    "mamba-ssm's `selective_scan_fn`, or the reason it cannot be imported (cached; nothing runs at import time)."
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        return selective_scan_fn, None
+    except Exception as e:  # ImportError, or OSError/RuntimeError from a CUDA library that is missing or mismatched
+        return None, f"{type(e).__name__}: {e}"
+
+_CUDA_EXTRA = 'pip install "founddiff[cuda]" (builds mamba-ssm; needs a CUDA GPU and the CUDA toolchain)'
+
+def _selective_scan_mamba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
+    "mamba-ssm's CUDA kernel (its D and delta_bias must be float32)."
+    fn, err = _mamba_import()
+    if fn is None: raise RuntimeError(f"scan backend 'mamba' needs mamba-ssm, which cannot be imported here ({err}). Install it with: {_CUDA_EXTRA}")
+    f32 = lambda x: None if x is None else x.float()
+    return fn(u, delta, A, B, C, D=f32(D), z=z, delta_bias=f32(delta_bias), delta_softplus=delta_softplus,
+              return_last_state=return_last_state)
+
+# name -> (function, why it cannot run on (device, dtype), or None when it can)
+def _always(device, dtype): return None
+def _mamba_unavailable(device, dtype):
+    if _mamba_import()[0] is None: return f"mamba-ssm is not importable ({_mamba_import()[1]}); install it with: {_CUDA_EXTRA}"
+    if device is not None and torch.device(device).type != 'cuda': return f"mamba-ssm's kernel runs on CUDA tensors only, not on {device}"
+    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16): return f"mamba-ssm's kernel has no {dtype} version"
+    return None
+def _triton_unavailable(device, dtype):
+    return "the 'triton' backend is reserved for a Triton GPU kernel that is not written yet; use 'torch', or 'mamba' on a GPU"
+
+SCAN_BACKENDS = {'ref': (selective_scan_ref, _always), 'torch': (selective_scan_torch, _always),
+                 'mamba': (_selective_scan_mamba, _mamba_unavailable), 'triton': (None, _triton_unavailable)}
+_AUTO_ORDER = ('mamba', 'triton', 'torch')  # fastest first
+
+def available_backends(device=None, dtype=None) -> list[str]:
+    "Backends that can run here (on tensors of `device` and `dtype` when given)."
+    return [k for k, (_, why) in SCAN_BACKENDS.items() if why(device, dtype) is None]
+
+def resolve_backend(backend:str='auto', device=None, dtype=None) -> str:
+    "The backend `selective_scan` will use: 'auto' -> the fastest that can run; a named one is checked, with a clear error."
+    if backend == 'auto': return next(k for k in _AUTO_ORDER if SCAN_BACKENDS[k][1](device, dtype) is None)
+    if backend not in SCAN_BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of 'auto', " + ", ".join(repr(k) for k in SCAN_BACKENDS))
+    why = SCAN_BACKENDS[backend][1](device, dtype)
+    if why is not None: raise RuntimeError(f"scan backend {backend!r} cannot run here: {why}")
+    return backend
+
+# %% ../nbs/07_scan.ipynb #99558da9
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
+                   backend:str='auto', # 'auto', 'ref', 'torch', 'mamba' (or later 'triton'); see `resolve_backend`
+                  ):
+    """Mamba's selective scan. u, delta, z: (b, D, L); A: (D, N); B, C: (b, N, L) or grouped (b, G, N, L); D, delta_bias: (D,).
+    Returns out (b, D, L) in u's dtype, and with `return_last_state` also the last state (b, D, N)."""
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    fn = SCAN_BACKENDS[resolve_backend(backend, u.device, u.dtype)][0]
+    return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, return_last_state=return_last_state)
 
 # %% ../nbs/07_scan.ipynb #80f53553
 def _t_into(x, out):
@@ -282,12 +359,7 @@ class _ChunkedScan(torch.autograd.Function):
         return (cast(gu, u), cast(gdelta, delta), cast(gAT.transpose(1, 2).reshape(Dm, N), A), cast(gBm, B), cast(gCm, C),
                 cast(gD, D), cast(gz, z), cast(gbias, delta_bias), None, None, None, None)
 
-# %% ../nbs/07_scan.ipynb #29139647
-DEFAULT_CHUNK_SIZE = 16       # T: chunk length (measured on a 2-core CPU; see "Speed")
-DEFAULT_BLOCK_ELEMS = {'cpu': 2**18, 'other': 2**25}  # state elements (b*D*N*positions) per block: near the cache on a CPU;
-                                                      # large on a GPU, where each operation costs a kernel launch (untested here)
-DEFAULT_CPU_THREADS = 1       # intra-op threads for the CPU scan (None: torch's setting); see "The fast form"
-
+# %% ../nbs/07_scan.ipynb #19e3d8ca
 _threads_lock, _threads_state = threading.Lock(), dict(depth=0, saved=None)
 
 @contextlib.contextmanager
@@ -308,77 +380,6 @@ def torch_cpu_threads(n:int|None, # intra-op threads inside the block; None leav
             _threads_state['depth'] -= 1
             if _threads_state['depth'] == 0 and torch.get_num_threads() != _threads_state['saved']:
                 torch.set_num_threads(_threads_state['saved'])
-
-def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False,
-                         chunk_size:int=DEFAULT_CHUNK_SIZE,   # T, positions per chunk
-                         block_elems:int|None=None, # working-set size of one block, in state elements (None: DEFAULT_BLOCK_ELEMS)
-                         cpu_threads:int|None=DEFAULT_CPU_THREADS, # intra-op threads on the CPU (None: torch's setting)
-                        ):
-    "Chunked selective scan in plain torch (any device), same arguments and results as `selective_scan_ref`."
-    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    if block_elems is None: block_elems = DEFAULT_BLOCK_ELEMS['cpu' if u.device.type == 'cpu' else 'other']
-    if chunk_size < 1 or block_elems < 1: raise ValueError(f"chunk_size and block_elems must be >= 1, got {chunk_size}, {block_elems}")
-    out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk_size),
-                                   int(block_elems), cpu_threads)
-    return (out, last) if return_last_state else out
-
-# %% ../nbs/07_scan.ipynb #b50f9fb4
-@functools.lru_cache(maxsize=None)
-def _mamba_import():
-    "mamba-ssm's `selective_scan_fn`, or the reason it cannot be imported (cached; nothing runs at import time)."
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        return selective_scan_fn, None
-    except Exception as e:  # ImportError, or OSError/RuntimeError from a CUDA library that is missing or mismatched
-        return None, f"{type(e).__name__}: {e}"
-
-_CUDA_EXTRA = 'pip install "founddiff[cuda]" (builds mamba-ssm; needs a CUDA GPU and the CUDA toolchain)'
-
-def _selective_scan_mamba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
-    "mamba-ssm's CUDA kernel (its D and delta_bias must be float32)."
-    fn, err = _mamba_import()
-    if fn is None: raise RuntimeError(f"scan backend 'mamba' needs mamba-ssm, which cannot be imported here ({err}). Install it with: {_CUDA_EXTRA}")
-    f32 = lambda x: None if x is None else x.float()
-    return fn(u, delta, A, B, C, D=f32(D), z=z, delta_bias=f32(delta_bias), delta_softplus=delta_softplus,
-              return_last_state=return_last_state)
-
-# name -> (function, why it cannot run on (device, dtype), or None when it can)
-def _always(device, dtype): return None
-def _mamba_unavailable(device, dtype):
-    if _mamba_import()[0] is None: return f"mamba-ssm is not importable ({_mamba_import()[1]}); install it with: {_CUDA_EXTRA}"
-    if device is not None and torch.device(device).type != 'cuda': return f"mamba-ssm's kernel runs on CUDA tensors only, not on {device}"
-    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16): return f"mamba-ssm's kernel has no {dtype} version"
-    return None
-def _triton_unavailable(device, dtype):
-    return "the 'triton' backend is reserved for a Triton GPU kernel that is not written yet; use 'torch', or 'mamba' on a GPU"
-
-SCAN_BACKENDS = {'ref': (selective_scan_ref, _always), 'torch': (selective_scan_torch, _always),
-                 'mamba': (_selective_scan_mamba, _mamba_unavailable), 'triton': (None, _triton_unavailable)}
-_AUTO_ORDER = ('mamba', 'triton', 'torch')  # fastest first
-
-def available_backends(device=None, dtype=None) -> list[str]:
-    "Backends that can run here (on tensors of `device` and `dtype` when given)."
-    return [k for k, (_, why) in SCAN_BACKENDS.items() if why(device, dtype) is None]
-
-def resolve_backend(backend:str='auto', device=None, dtype=None) -> str:
-    "The backend `selective_scan` will use: 'auto' -> the fastest that can run; a named one is checked, with a clear error."
-    if backend == 'auto': return next(k for k in _AUTO_ORDER if SCAN_BACKENDS[k][1](device, dtype) is None)
-    if backend not in SCAN_BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; choose one of 'auto', " + ", ".join(repr(k) for k in SCAN_BACKENDS))
-    why = SCAN_BACKENDS[backend][1](device, dtype)
-    if why is not None: raise RuntimeError(f"scan backend {backend!r} cannot run here: {why}")
-    return backend
-
-# %% ../nbs/07_scan.ipynb #99558da9
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
-                   backend:str='auto', # 'auto', 'ref', 'torch', 'mamba' (or later 'triton'); see `resolve_backend`
-                  ):
-    """Mamba's selective scan. u, delta, z: (b, D, L); A: (D, N); B, C: (b, N, L) or grouped (b, G, N, L); D, delta_bias: (D,).
-    Returns out (b, D, L) in u's dtype, and with `return_last_state` also the last state (b, D, N)."""
-    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    fn = SCAN_BACKENDS[resolve_backend(backend, u.device, u.dtype)][0]
-    return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, return_last_state=return_last_state)
 
 # %% ../nbs/07_scan.ipynb #548eafcc
 def scan_parity(backend:str, # backend to compare with 'ref'
