@@ -28,7 +28,7 @@ def readme_text(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
     nb.cells = cells
     body, _ = MarkdownExporter().from_notebook_node(nb)
     body = body.replace('](images/', '](nbs/images/')           # README sits at the repo root
-    body = re.sub(r'\]\((\d\d_[a-z_]+)\.ipynb\)', r'](nbs/\1.ipynb)', body)
+    body = re.sub(r'\]\(([\w-]+)\.ipynb\)', r'](nbs/\1.ipynb)', body)   # any notebook beside index (10b_pipeline, method_notes)
     body = re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
     return HEADER + body
 
