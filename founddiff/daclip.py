@@ -80,7 +80,7 @@ CONFIGS = {
 }
 TRAIN_CONFIGS = {
     'tiny':  DACLIPTrainConfig(),
-    'small': DACLIPTrainConfig(steps=1000, batch_size=24, lr=2e-3, w_anat=0.25),   # trained at 64 and 128 px
+    'small': DACLIPTrainConfig(steps=1000, batch_size=24, lr=2e-3, w_anat=0.25),   # the 64/128 px recipe of scripts/train_daclip.py
     'paper': DACLIPTrainConfig(steps=20000, batch_size=64, lr=1e-4, crop=448),   # a GPU budget; not run here
 }
 
