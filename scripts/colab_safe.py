@@ -120,7 +120,9 @@ def install_src(nb, s=None):
 
 
 def export_src(nb_path):
-    up = '/'.join(['..'] * len(nb_path.resolve().relative_to(ROOT).parts[:-1]))
+    try: depth = len(Path(nb_path).resolve().relative_to(NBS.resolve()).parts)     # nbs/x.ipynb: 1, nbs/tutorials/x.ipynb: 2
+    except ValueError: depth = 1                                                    # elsewhere: as if directly in nbs/
+    up = '/'.join(['..'] * depth)
     return ("#| hide\nfrom pathlib import Path\n"
             f"if Path('{up}/settings.ini').exists():  # inside the repository only: in Colab there is nothing to export\n"
             "    import nbdev; nbdev.nbdev_export()")
@@ -251,14 +253,14 @@ def process(nb_path, nb, s=None):
 
 
 def _top_position(cells):
-    "After the Colab badge if there is one in the first cells, else after `#| default_exp`, else after the title."
+    "After the Colab badge if there is one in the first cells, else after the title (and `#| default_exp`)."
     for i, c in enumerate(cells[:6]):
         if c['cell_type'] == 'markdown' and 'colab-badge' in src(c): return i + 1
+    at = 0
     for i, c in enumerate(cells[:6]):
-        if c['cell_type'] == 'code' and 'default_exp' in src(c): return i + 1
-    for i, c in enumerate(cells[:6]):
-        if c['cell_type'] == 'markdown' and src(c).lstrip().startswith('# '): return i + 1
-    return 0
+        if (c['cell_type'] == 'markdown' and src(c).lstrip().startswith('# ')) or (c['cell_type'] == 'code' and 'default_exp' in src(c)):
+            at = i + 1
+    return at
 
 
 def notebooks(root=NBS):
