@@ -14,7 +14,7 @@ cleans it (execution counts and metadata go, outputs stay; settings.ini keeps cl
 Figures: matplotlib draws inline PNGs. plotly figures are rendered with the `plotly_mimetype` renderer (no plotly.js
 copy in the notebook) and stored as a static PNG, drawn by headless chromium when it is installed, next to the
 figure's JSON when that is at most PLOTLY_JSON_MAX bytes (JupyterLab and VS Code then show it live); re-running the
-cell makes any figure live. ipywidgets keep their text fallback (no widget state is stored).
+cell makes any figure live. ipywidget outputs become a one-line text note (no widget state is stored).
 
 Each notebook's kernel CPU minutes (its process and its child processes) and wall minutes go to nbs/course_times.json,
 which the index's course map reads; a table is printed at the end. Exit status 1 if any notebook failed (a failed
@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / 'scripts'))
 TIMES = NBS / 'course_times.json'
 PLOTLY_JSON_MAX = 500_000          # bytes of figure JSON kept next to the static image
 PLOTLY_MIME = 'application/vnd.plotly.v1+json'
+WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 _TIMING_CELL = ("import json as _j, time as _t, resource as _r\n"
                 "_c = _r.getrusage(_r.RUSAGE_CHILDREN)\n"
                 "print('__FOUNDDIFF_CPU__' + _j.dumps(_t.process_time() + _c.ru_utime + _c.ru_stime))")
@@ -119,6 +120,10 @@ def shrink_plotly(nb, browser=None):
             if len(js) <= PLOTLY_JSON_MAX: new[PLOTLY_MIME] = fig
             o['data'] = new
             o['metadata'] = {}
+    for c in nb.cells:                       # ipywidgets: no widget state is stored, so keep only a text note
+        for o in c.get('outputs', []):
+            if WIDGET_MIME in o.get('data', {}):
+                o['data'] = {'text/plain': ['Interactive widget (ipywidgets): run the cell to use it.']}
     return n, imgs
 
 

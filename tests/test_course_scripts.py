@@ -159,8 +159,10 @@ def test_plotly_output_becomes_a_static_image():
     import nbformat
     fig = {'data': [{'type': 'heatmap', 'z': [[0, 1], [1, 0]]}], 'layout': {'width': 300, 'height': 200}}
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('fig')])
-    nb.cells[0].outputs = [nbformat.v4.new_output('display_data', data={ex.PLOTLY_MIME: fig})]
+    nb.cells[0].outputs = [nbformat.v4.new_output('display_data', data={ex.PLOTLY_MIME: fig}),
+                           nbformat.v4.new_output('display_data', data={ex.WIDGET_MIME: {'model_id': 'abc'}, 'text/plain': 'VBox()'})]
     n, imgs = ex.shrink_plotly(nb)
+    assert nb.cells[0].outputs[1]['data'] == {'text/plain': ['Interactive widget (ipywidgets): run the cell to use it.']}
     data = nb.cells[0].outputs[0]['data']
     assert n == 1 and data[ex.PLOTLY_MIME] == fig and 'run the cell' in data['text/plain'][0]
     if ex.chromium():
