@@ -11,8 +11,10 @@ idempotent edits; nothing else in a notebook is touched:
    where it does in the repository, relative to the notebook); in Colab it does nothing;
 2. a hidden install cell near the top that, only on Colab (`'google.colab' in sys.modules`), pip-installs founddiff
    and the notebook's extra imports that founddiff does not bring (fastcore's test helpers, scikit-image, ...),
-   with Colab's torch pinned by a constraint so pip never replaces it; it is a no-op everywhere else;
-3. in notebooks with `#| slow` cells, a visible switch cell `RUN_SLOW = False` after it, and every slow cell's body
+   with Colab's torch pinned by a constraint so pip never replaces it; it is a no-op everywhere else (and marked
+   `#| eval: false`, so nbdev_test, the docs build and execute_nbs skip it; Colab ignores the directive);
+3. in notebooks with `#| slow` cells, a visible switch cell `RUN_SLOW = False` after it (import-free, so the docs
+   build, which runs cells that import, leaves it alone), and every slow cell's body
    under `if RUN_SLOW:` (else it prints a note). nbdev_test still decides with its own flags: under nbdev_test
    (which sets IN_TEST) RUN_SLOW is True, so `nbdev_test --flags slow` runs the slow cells and plain nbdev_test
    skips them as before;
@@ -33,10 +35,9 @@ INSTALL_MARK = "# Colab only: install founddiff"
 SWITCH_LINE = 'RUN_SLOW = False'
 SWITCH_SRC = (
     "# Cells marked slow take minutes on a CPU (bigger images, timing sweeps, longer training). \"Run all\" skips them\n"
-    "# with a note; set RUN_SLOW = True to run them too. Under nbdev_test its --flags decide (`--flags slow`).\n"
-    "import os\n"
+    "# with a note; set RUN_SLOW = True to run them too. Under nbdev_test (which sets IN_TEST) its --flags decide.\n"
     f"{SWITCH_LINE}\n"
-    "RUN_SLOW = RUN_SLOW or 'IN_TEST' in os.environ")
+    "RUN_SLOW = RUN_SLOW or 'IN_TEST' in __import__('os').environ")
 GUARDS = {  # (slow, cuda) -> (guard line, note printed otherwise)
     (True, False): ('if RUN_SLOW:', "print('Skipped: a slow cell (set RUN_SLOW = True at the top to run it).')"),
     (False, True): ('if torch.cuda.is_available():', "print('Skipped: this cell needs a CUDA GPU and there is none.')"),
@@ -111,7 +112,7 @@ def install_src(nb, s=None):
     s = s or settings()
     specs, _ = needed_packages(nb, s)
     pkgs = ', '.join(repr(p) for p in [f"founddiff @ git+{s['git_url']}"] + specs)
-    return (f"#| hide\n{INSTALL_MARK} and what this notebook needs; Colab's own torch stays (pinned by a constraint).\n"
+    return (f"#| hide\n#| eval: false\n{INSTALL_MARK} and what this notebook needs; Colab's own torch stays (pinned by a constraint).\n"
             "import sys\n"
             "if 'google.colab' in sys.modules:\n"
             "    import subprocess, tempfile, importlib.metadata\n"

@@ -44,7 +44,8 @@ def test_colab_safe_edits_and_is_idempotent(tmp_path):
     assert not warns and len(changes) == 5, changes        # slow guard, cuda guard, export, install added, switch added
     s = _sources(nb)
     inst = next(x for x in s if cs.INSTALL_MARK in x)
-    assert inst.startswith('#| hide') and "if 'google.colab' in sys.modules:" in inst and '-c' in inst
+    assert inst.startswith('#| hide\n#| eval: false') and "if 'google.colab' in sys.modules:" in inst and '-c' in inst
+    compile(inst, 'install', 'exec')
     assert 'fastcore>=1.12.3,<2' in inst and 'torch' not in inst.split('pin.name,')[1]    # installs no torch itself
     assert s.index(inst) == 2 and s[3] == cs.SWITCH_SRC                       # after the title, then the switch
     slow = next(x for x in s if x.startswith('#| slow'))
