@@ -4,6 +4,7 @@
     python scripts/execute_nbs.py                       # index and every course notebook in nbs/, in order
     python scripts/execute_nbs.py --only 00_core 05_contrastive
     python scripts/execute_nbs.py --isolated            # run each copy in an empty folder (no repository files beside it)
+    python scripts/execute_nbs.py --isolated --installed --no-write   # Colab mimic: + founddiff from the installed wheel
 
 Each notebook runs in a fresh kernel (nbclient) with the defaults a student gets in Colab on a CPU: `RUN_SLOW = False`
 (slow cells print a note), no GPU (cuda cells print a note), the closing `nbdev_export()` cell and `#| eval: false`
@@ -48,15 +49,17 @@ def _skipped(src):
     return 'nbdev_export' + '(' in src or any(h.replace(' ', '').lower() == '#|eval:false' for h in heads)
 
 
-def kernel_env():
+def kernel_env(installed=False):
+    "The kernel's environment: no IN_TEST (so RUN_SLOW stays False), inline figures, plotly as JSON, no GPU."
     env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'MPLBACKEND', 'PLOTLY_RENDERER')}
     env['PLOTLY_RENDERER'] = 'plotly_mimetype'
     env['CUDA_VISIBLE_DEVICES'] = ''          # the CPU, as on a Colab CPU runtime, even on a GPU machine
-    env['PYTHONPATH'] = str(ROOT) + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
+    paths = [x for x in env.get('PYTHONPATH', '').split(os.pathsep) if x and Path(x).resolve() != ROOT]
+    env['PYTHONPATH'] = os.pathsep.join(paths if installed else [str(ROOT)] + paths)   # installed: the founddiff pip put there
     return env
 
 
-def execute(path, timeout=600, isolated=False):
+def execute(path, timeout=600, isolated=False, installed=False):
     "Run `path` in a fresh kernel; (executed notebook, cpu seconds, wall seconds). Raises on a cell error."
     import nbformat
     from nbclient import NotebookClient
@@ -71,7 +74,7 @@ def execute(path, timeout=600, isolated=False):
         client = NotebookClient(run, timeout=timeout, kernel_name='python3', store_widget_state=False,
                                 resources={'metadata': {'path': str(cwd)}})
         t0 = time.perf_counter()
-        client.execute(env=kernel_env())
+        client.execute(env=kernel_env(installed))
         wall = time.perf_counter() - t0
     out = ''.join(o.get('text', '') for o in run.cells[-1].outputs if o.get('output_type') == 'stream')
     cpu = float(out.split('__FOUNDDIFF_CPU__')[1].split()[0])
@@ -150,6 +153,7 @@ def main(argv=None):
     ap.add_argument('--only', nargs='+', metavar='NAME', help='notebook names (with or without .ipynb), e.g. 00_core')
     ap.add_argument('--timeout', type=int, default=600, help='seconds one cell may run (default 600)')
     ap.add_argument('--isolated', action='store_true', help='run a copy in an empty folder, as Colab would (no repo files)')
+    ap.add_argument('--installed', action='store_true', help="use the founddiff installed in this Python (e.g. from the wheel), not this checkout")
     ap.add_argument('--no-write', action='store_true', help='run and time, but store neither outputs nor times')
     ap.add_argument('--times', type=Path, default=TIMES, help=f'JSON file of minutes per notebook (default {TIMES.relative_to(ROOT)})')
     a = ap.parse_args(argv)
@@ -164,7 +168,7 @@ def main(argv=None):
     times, rows, failed = load_times(a.times), [], []
     for p in nbs:
         print(f'executing {p.relative_to(ROOT)} ...', flush=True)
-        try: nb, cpu, wall = execute(p, a.timeout, a.isolated)
+        try: nb, cpu, wall = execute(p, a.timeout, a.isolated, a.installed)
         except Exception as e:                                   # CellExecutionError, timeouts, a dead kernel
             failed.append(p.name); print(f'FAILED {p.name}: {str(e)[-3000:]}', flush=True); continue
         figs, imgs = shrink_plotly(nb, browser)
