@@ -18,7 +18,8 @@ figure's JSON when that is at most PLOTLY_JSON_MAX bytes (JupyterLab and VS Code
 cell makes any figure live. ipywidget outputs become a one-line text note (no widget state is stored).
 
 Each notebook's kernel CPU minutes (its process and its child processes) and wall minutes go to nbs/course_times.json,
-which the index's course map reads; a table is printed at the end. Exit status 1 if any notebook failed (a failed
+keyed by file name ({"00_core.ipynb": {"cpu_min": 0.4, "wall_min": 0.5}}, plus "_machine" and "_how" notes), which
+scripts/course_map.py turns into the index's course map; a table is printed at the end. Exit status 1 if any notebook failed (a failed
 notebook is not rewritten).
 """
 import argparse, base64, copy, json, os, platform, shutil, subprocess, sys, tempfile, time
@@ -174,7 +175,7 @@ def main(argv=None):
         figs, imgs = shrink_plotly(nb, browser)
         if not a.no_write:
             clean_and_write(nb, p)
-            times[p.stem] = {'cpu_min': round(cpu / 60, 2), 'wall_min': round(wall / 60, 2)}
+            times[p.name] = {'cpu_min': round(cpu / 60, 2), 'wall_min': round(wall / 60, 2)}
         rows.append((p.stem, cpu / 60, wall / 60, p.stat().st_size / 2**20, figs))
     if rows and not a.no_write:
         meta = {'_machine': f'{platform.machine()} {platform.processor() or ""}'.strip() + f', {os.cpu_count()} CPUs, '
