@@ -8,14 +8,16 @@ import argparse, base64, html, io as _io, json, os, shutil, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import founddiff
-from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES, check_path
+from .core import WINDOWS, show_ct, sample_path, atomic_write, SAMPLES, check_path, default, get_window
 from .io import read_dicom, read_series, read_slice, write_dicom, CTReadError, CTImage
-from .data import dose_images, dose_section
-from .physics import simulate_doses, dose_name
+from .phantoms import phantom, REGIONS, FOV_MM
+from .physics import simulate_doses, dose_name, DOSES, SEEN_DOSES
+from .data import _count, _stable_seed
 
 # %% auto #0
-__all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'demo_model', 'slider_section', 'render_html', 'run_demo',
-           'input_kind', 'process_volume', 'denoise_path', 'simulate_path', 'check_out_dir', 'main']
+__all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'dose_images', 'dose_grid', 'native_mosaic', 'dose_sections',
+           'dose_section', 'demo_model', 'slider_section', 'render_html', 'run_demo', 'input_kind', 'process_volume',
+           'denoise_path', 'simulate_path', 'check_out_dir', 'main']
 
 # %% ../nbs/14_cli.ipynb #10193c50
 DEMO_WINDOWS = ('abdomen', 'lung', 'brain')
@@ -53,6 +55,85 @@ def windows_section(images) -> dict:
     fig.tight_layout()
     return dict(title='Real CT at three display windows', png=_fig_png(fig), rows=rows, name='ct_windows')
 
+# %% ../nbs/14_cli.ipynb #0fa91559
+_REGION_WINDOW = {'head': 'brain', 'chest': 'lung', 'abdomen': 'abdomen'}
+
+def _window_for(meta: dict) -> str:
+    "A display window from DICOM metadata (BodyPartExamined), soft tissue by default."
+    part = (meta.get('body_part') or '').lower()
+    return 'brain' if any(w in part for w in ('head', 'brain', 'skull')) else 'lung' if any(w in part for w in ('chest', 'lung', 'thorax')) else 'abdomen'
+
+def dose_images(size: int = 64, seed: int = 0, real=None) -> list[tuple[str, np.ndarray, float, str]]:
+    "(name, HU, pixel spacing, window) of `real` [(name, CTImage)] at their native size and spacing (default: the bundled 512x512 head), then a phantom per region at the teaching size `size`."
+    _count(size, 'size', 8); _count(seed, 'seed', 0)
+    real = default(real, lambda: [('693_UNCI.dcm', read_dicom(sample_path('693_UNCI.dcm')))])
+    out = []
+    for name, img in real:
+        hu = img.hu if img.hu.ndim == 2 else img.hu[img.hu.shape[0] // 2]    # a volume: its middle slice
+        sp = img.meta.get('pixel_spacing') or 350 / max(hu.shape)             # no spacing in the file: a 350 mm field of view
+        out.append((f"{name} (real)", np.asarray(hu, np.float32), sp, 'brain' if name == '693_UNCI.dcm' else _window_for(img.meta)))
+    return out + [(f"{r} phantom ({size}x{size})", phantom(r, size, seed), FOV_MM[r] / size, _REGION_WINDOW[r]) for r in REGIONS]
+
+def _simulate_images(images, doses, seed: int, **sim_kwargs):
+    "[(low (K, H, W), reference (H, W))] for each of `images` (name, HU, spacing, window), each at its own size and spacing."
+    return [simulate_doses(hu, doses, generator=_stable_seed('grid', seed, name), pixel_spacing=sp, **sim_kwargs) for name, hu, sp, _ in images]
+
+def dose_grid(images=None, doses=DOSES, *, size: int = 64, seed: int = 0, sims=None, **sim_kwargs):
+    "Figure of `images` (default `dose_images`) at every dose, and rows {dose, <image>: noise std in HU} (one per dose)."
+    import matplotlib.pyplot as plt
+    images = default(images, lambda: dose_images(size, seed))
+    sims = default(sims, lambda: _simulate_images(images, doses, seed, **sim_kwargs))
+    fig, axs = plt.subplots(len(images), len(doses) + 1, figsize=(1.45 * (len(doses) + 1), 1.55 * len(images)), squeeze=False)
+    stds = {}
+    for r, ((name, hu, sp, win), (low, ref)) in enumerate(zip(images, sims)):
+        body = ref > -500                                                     # inside the patient
+        stds[name] = [float(np.std((l - ref)[body])) for l in low]
+        show_ct(ref, win, ax=axs[r, 0], title='normal dose' if r == 0 else '')
+        axs[r, 0].text(-0.08, 0.5, f"{name.split(' (')[0]}\n{hu.shape[0]}x{hu.shape[1]}", transform=axs[r, 0].transAxes, rotation=90, va='center', ha='right', fontsize=6)
+        for c, (d, l) in enumerate(zip(doses, low)): show_ct(l, win, ax=axs[r, c + 1], title=dose_name(d) if r == 0 else '')
+    fig.tight_layout(pad=0.3)
+    rows = [dict(dose=dose_name(d), dose_fraction=round(d, 4), seen=d in SEEN_DOSES, **{f"{n}: noise std (HU)": round(stds[n][k], 1) for n in stds})
+            for k, d in enumerate(doses)]
+    return fig, rows
+
+def native_mosaic(tiles, window, labels=(), cols: int = 2, gap: int = 4) -> bytes:
+    "PNG bytes of HU `tiles` (each (H, W)) through `window`, one image pixel per PNG pixel, `cols` per row, labelled."
+    from PIL import Image, ImageDraw
+    w = get_window(window); lo = w.level - w.width / 2
+    H, W = tiles[0].shape
+    rows = -(-len(tiles) // cols)
+    canvas = np.full((rows * H + (rows - 1) * gap, cols * W + (cols - 1) * gap), 96, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = np.clip((np.asarray(t) - lo) / w.width * 255, 0, 255).round().astype(np.uint8)
+    im = Image.fromarray(canvas, 'L'); draw = ImageDraw.Draw(im)
+    for i, lab in enumerate(labels):
+        r, c = divmod(i, cols); x, y = c * (W + gap) + 3, r * (H + gap) + 3
+        box = draw.textbbox((x, y), lab); draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=0); draw.text((x, y), lab, fill=255)
+    buf = _io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
+
+def dose_sections(images=None, size: int = 64, seed: int = 0) -> list[dict]:
+    "`founddiff demo` sections: the dose grid (PNG, noise table), then each real image at its native size at every dose (PNG mosaic)."
+    import matplotlib.pyplot as plt
+    images = default(images, lambda: dose_images(size, seed))
+    sims = _simulate_images(images, DOSES, seed)                              # once, for the grid and the mosaics
+    fig, rows = dose_grid(images, size=size, seed=seed, sims=sims)
+    buf = _io.BytesIO(); fig.savefig(buf, format='png', dpi=90, bbox_inches='tight'); plt.close(fig)
+    out = [dict(title=f'Simulated doses (fan beam, Poisson + electronic noise, I0 = 1e5 photons at full dose; real slices at their '
+                      f'native size, phantoms at {size}x{size}): noise std of LDCT - NDCT inside the body', png=buf.getvalue(), rows=rows, name='doses')]
+    for k, ((name, hu, sp, win), (low, ref)) in enumerate(zip(images, sims)):
+        if not name.endswith('(real)'): continue
+        w = get_window(win)
+        png = native_mosaic([hu, ref, *low], win, ['input', 'normal dose (same geometry)', *[f"{dose_name(d)} dose" for d in DOSES]])
+        sp2 = tuple(sp) if isinstance(sp, (tuple, list)) else (sp, sp)
+        out.append(dict(title=f"{name}: every dose at its native {hu.shape[0]}x{hu.shape[1]}, {sp2[0]:.3g}x{sp2[1]:.3g} mm pixels "
+                              f"(one image pixel per PNG pixel; window W{w.width:g}/L{w.level:g})", png=png, name=f"doses_native_{k}"))
+    return out
+
+def dose_section(images=None, size: int = 64, seed: int = 0) -> dict:
+    "The dose-grid section of `dose_sections` (PNG bytes and the noise table)."
+    return dose_sections(images, size, seed)[0]
+
 # %% ../nbs/14_cli.ipynb #b9e08e84
 def demo_model(name: str = 'small'):
     "The shipped DA-Diff model `name` for the demo, or None (with the reason) when none ships."
@@ -63,7 +144,6 @@ def demo_model(name: str = 'small'):
 def slider_section(images, model=None, *, max_display: int = 256, note: str | None = None) -> dict:
     "A demo section: a dose slider per image (browser-only plotly), and its PSNR/SSIM table per dose."
     from founddiff.widgets import dose_slider, figure_html
-    from founddiff.data import _window_for
     divs, rows = [], []
     for k, (name, img) in enumerate(images):
         hu = img.hu if img.hu.ndim == 2 else img.hu[img.hu.shape[0] // 2]
@@ -112,7 +192,6 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     "Run the demo: read CT, build the sections, write PNGs, `index.html` and `summary.json` into `out`."
     import matplotlib
     if 'matplotlib.pyplot' not in sys.modules: matplotlib.use('Agg')
-    from founddiff.data import dose_sections
     images = load_demo_input(input)
     model, why = demo_model()
     note = None if model is not None else ("No trained DA-Diff model ships with this version yet, so the panels show the LDCT, "
@@ -161,7 +240,7 @@ def _nifti_slices(img):
 
 def _write_nifti(hu_vol, img, path: Path, description: str) -> Path:
     "`hu_vol` (in `img`'s own layout) as NIfTI with `img`'s affine and header, its data type and scaling kept; atomic."
-    import gzip, nibabel as nib
+    import gzip
     dt, slope, inter = img.get_data_dtype(), img.dataobj.slope, img.dataobj.inter
     if np.issubdtype(dt, np.integer):                                       # integer storage: the same scaling, rounded
         info = np.iinfo(dt)

@@ -4,17 +4,16 @@
 
 # %% ../nbs/06_daclip.ipynb #f1158b93
 from __future__ import annotations
-import json, math, time
+import json, math
 from dataclasses import dataclass, asdict, replace
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple, Callable
+from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import hu_to_unit, atomic_write, exists, default, to_numpy
-from .losses import rnc_loss, supcon_loss
 
 # %% auto #0
 __all__ = ['REGION_NAMES', 'CONFIGS', 'TRAIN_CONFIGS', 'WEIGHTS_FORMAT', 'WEIGHTS_VERSION', 'DACLIPConfig', 'DACLIPTrainConfig',
@@ -251,16 +250,12 @@ def dose_label(dose, kind: str = 'log') -> torch.Tensor:
 
 # %% ../nbs/06_daclip.ipynb #451818f1
 def spearman(a, b) -> float:
-    "Spearman rank correlation of two 1-D sequences (ties get their average rank)."
+    "Spearman rank correlation of two 1-D sequences (ties get their average rank): `scipy.stats.spearmanr`, with our argument checks."
     a, b = (np.asarray(to_numpy(t), dtype=np.float64).ravel() for t in (a, b))
     if len(a) != len(b) or len(a) < 2: raise ValueError(f"spearman needs two sequences of the same length >= 2, got {len(a)} and {len(b)}")
-    def rank(x):
-        r = np.empty(len(x)); r[np.argsort(x, kind='stable')] = np.arange(len(x))
-        _, inv = np.unique(x, return_inverse=True)
-        return (np.bincount(inv, r) / np.bincount(inv))[inv]  # average rank within ties
-    ra, rb = rank(a) - (len(a) - 1) / 2, rank(b) - (len(b) - 1) / 2
-    den = math.sqrt((ra ** 2).sum() * (rb ** 2).sum())
-    return float((ra * rb).sum() / den) if den > 0 else float('nan')
+    if np.ptp(a) == 0 or np.ptp(b) == 0: return float('nan')     # a constant sequence has no ranking (scipy would warn)
+    from scipy.stats import spearmanr                                 # imported here: `import founddiff.daclip` stays light
+    return float(spearmanr(a, b).statistic)
 
 def pair_order_accuracy(pred, truth) -> float:
     "Fraction of pairs with different `truth` that `pred` orders the same way (ties in `pred` count half)."

@@ -13,7 +13,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid, ExplicitVRLittleEndian
-from .core import (sample_path, atomic_write, show_ct, exists, default, check_number, check_choice,
+from .core import (atomic_write, exists, default, check_number, check_choice,
                             check_finite, check_path)
 
 # %% auto #0

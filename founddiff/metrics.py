@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import HU_MIN, HU_MAX, Window, get_window, check_finite, hu_to_unit
+from .core import get_window, check_finite
 
 # %% auto #0
 __all__ = ['rmse', 'psnr', 'ssim_map', 'ssim']

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import exists, default, show_ct, as_generator, check_number, check_choice, check_finite
+from .core import exists, default, as_generator, check_number, check_finite
 
 # %% auto #0
 __all__ = ['LABELS', 'FOV_MM', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_texture', 'phantom', 'REGIONS']

@@ -5,7 +5,7 @@
 # %% ../nbs/03_physics.ipynb #4a3e62e3
 from __future__ import annotations
 import math, functools, numbers, collections, warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -4,7 +4,6 @@
 
 # %% ../nbs/10b_pipeline.ipynb #e598fbed
 from __future__ import annotations
-import hashlib
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np

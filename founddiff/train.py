@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_train.ipynb #7079251b
 from __future__ import annotations
-import hashlib, io, json, math, os, platform, random, time
+import hashlib, io, json, math, os, random, time
 from dataclasses import dataclass, field, asdict, replace, fields
 from pathlib import Path
 from typing import Callable
@@ -15,13 +15,14 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .core import (exists, default, atomic_write, save_weights, load_weights, config_from_dict, get_device, state_fingerprint,
-                            DAEmbedding, REGIONS, SEEN_DOSES, DOSES, dose_name)
+                            DAEmbedding, REGIONS, SEEN_DOSES, dose_name)
 from .losses import rnc_loss, supcon_loss
 from .daclip import (DACLIP, DACLIPTrainConfig, dose_preserving_view, dose_label, to_daclip_input, prompt_logits,
                               load_daclip, pca, CONFIGS as DACLIP_CONFIGS)
 from .diffusion import DADiffUNet, residual_loss, get_schedule, CONFIGS as DADIFF_CONFIGS
 from .sampler import sample
-from .data import phantom_dataset, folder_dataset, PairedDataset, find_pairs, _check_source_dose, _check_fov_scale
+from .io import find_pairs
+from .data import phantom_dataset, folder_dataset, PairedDataset, _check_source_dose, _check_fov_scale
 
 # %% auto #0
 __all__ = ['MODEL_KINDS', 'fingerprint', 'EMB_FORMAT', 'EMB_VERSION', 'CKPT_FORMAT', 'CKPT_VERSION', 'lr_at', 'DACLIPObjective',

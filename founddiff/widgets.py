@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import plotly.graph_objects as go
 import ipywidgets as widgets
-from .core import WINDOWS, SAMPLES, HU_MIN, HU_MAX, Window, exists, default, get_window, sample_path, hu_to_unit, unit_to_hu, to_numpy
+from .core import SAMPLES, HU_MIN, HU_MAX, Window, default, get_window, sample_path, hu_to_unit, unit_to_hu, to_numpy
 from .io import CTImage, read_slice
 from .metrics import psnr, ssim
 from .physics import DOSES, SEEN_DOSES, DEFAULT_FOV_MM, dose_name, simulate_doses, DoseSimulator

@@ -654,7 +654,8 @@ def test_valid_stream_without_a_capable_decoder_is_missing_codec_not_corrupt(tmp
 # ---------------------------------------------------------------- other modules (physics, data, sampler, pipeline)
 # The doors other notebooks own, tried with the same harness: type, name in the message, inputs unchanged.
 from founddiff.physics import simulate_low_dose, simulate_pair, simulate_doses
-from founddiff.data import read_nifti, DoseCache, dose_images
+from founddiff.data import read_nifti, DoseCache
+from founddiff.cli import dose_images
 H16 = np.zeros((16, 16), np.float32)
 
 

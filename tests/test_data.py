@@ -7,7 +7,8 @@ from founddiff.core import sample_path
 from founddiff.io import CTReadError
 from founddiff.physics import DOSES, SEEN_DOSES
 from founddiff.data import (phantom_dataset, folder_dataset, find_slices, read_nifti, PairedDataset, DoseCache,
-                            SimulatedDoseDataset, get_dataloaders, phantom_splits, augment_pair, make_sample, dose_images)
+                            SimulatedDoseDataset, get_dataloaders, phantom_splits, augment_pair, make_sample)
+from founddiff.cli import dose_images      # a report builder of the demo: it lives in the face that uses it
 
 
 def _tmp_files(d): return [p for p in d.rglob('*') if p.name.endswith('.tmp')]

@@ -122,7 +122,7 @@ def test_module_imports_follow_the_layers():
     tree = ast.parse((ROOT / 'founddiff' / 'train.py').read_text())
     mods = {('founddiff.' if n.level else '') + n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    allowed = {'founddiff.core', 'founddiff.data', 'founddiff.daclip', 'founddiff.diffusion', 'founddiff.losses', 'founddiff.sampler'}
+    allowed = {'founddiff.core', 'founddiff.io', 'founddiff.data', 'founddiff.daclip', 'founddiff.diffusion', 'founddiff.losses', 'founddiff.sampler'}
     assert {m for m in mods if m.startswith('founddiff')} <= allowed, mods
 
 
