@@ -139,3 +139,27 @@ def test_daclip_loads_identically_through_core():
     x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for a, b in zip(m(x), raw(x)): assert torch.equal(a, b)
+
+
+def test_shipped_small_loads_offline_and_denoises():
+    "The shipped DA-Diff `small` (issue: trained on phantoms on a CPU): small enough, carded, loads offline, and denoises."
+    import json
+    import founddiff
+    from founddiff.pipeline import load_model
+    from founddiff.daclip import weights_dir
+    from founddiff.phantoms import phantom, FOV_MM
+    from founddiff.physics import simulate_doses
+    from founddiff.metrics import psnr
+    p = weights_dir() / 'dadiff_small.safetensors'
+    assert p.exists() and p.stat().st_size <= 20e6, p
+    card = json.loads((weights_dir() / 'dadiff_small.json').read_text())
+    assert {'command', 'steps', 'train_wall_s', 'machine', 'seed', 'psnr'} <= set(card)
+    assert card['train_wall_s'] <= 2 * 3600                                     # <= 2 h of training on the CPU
+    den = founddiff.load_model('small')
+    assert den.unet.config.name == 'small' and not den.training
+    hu = phantom('abdomen', 512, generator=123)                                   # not a training phantom (those use derived seeds)
+    low, ref = simulate_doses(hu, [0.125], generator=7, pixel_spacing=FOV_MM['abdomen'] / 512)   # 1/8: a dose it never saw
+    low, ref = low[0][192:320, 192:320], ref[192:320, 192:320]                  # a 128 px crop keeps the test short
+    out = den.denoise(low, generator=0)
+    assert out.shape == low.shape
+    assert psnr(out, ref) > psnr(low, ref) + 3                                     # the reference: the normal-dose partner
