@@ -229,10 +229,12 @@ def gaussian_oracle(ldct, ndct, sigmas=GAUSS_SIGMAS) -> tuple[np.ndarray, np.nda
     sig = np.asarray(sigmas, dtype=float).ravel()
     if not len(sig) or not np.isfinite(sig).all() or (sig < 0).any(): raise ValueError(f"sigmas must be a non-empty sequence of numbers >= 0, got {sigmas!r}")
     out, best = np.empty_like(x), np.empty(len(x))
+    unit = lambda a: np.clip((a.astype(np.float64) + 1000) / 3000, 0, 1)   # founddiff.metrics.psnr's scale, in NumPy (no copies to torch)
     for b in range(len(x)):
-        scores = []
+        scores, yb = [], unit(y[b])
         for s in sig:
-            z = _blur(x[b], float(s)); scores.append((psnr(z, y[b]), -s))   # ties: the smaller sigma
+            mse = float(np.mean((unit(_blur(x[b], float(s))) - yb) ** 2))
+            scores.append((-10 * math.log10(mse) if mse > 0 else math.inf, -s))   # ties: the smaller sigma
         k = max(range(len(sig)), key=lambda i: scores[i])
         out[b], best[b] = _blur(x[b], float(sig[k])), sig[k]
     return out.reshape(np.shape(ldct)), best
