@@ -70,7 +70,7 @@ def main(argv=None):
         log(f"RED-CNN: {info['steps']} steps in {info['wall_s']:.0f} s ({info['steps_per_s']:.3f} steps/s); wrote {p}")
     if args.only in (None, 'nodaclip'):
         nc = replace(cfg, unet={**cfg.unet, 'conditioning': 'none'}, out=str(runs / f'dadiff_{name}_nodaclip'))
-        tr = train_dadiff_budget(nc, budget_s=budget, slices=replace(slices, emb=None), progress=True)
+        tr = train_dadiff_budget(nc, budget_s=budget, slices=replace(slices, emb=None), chunk=1)
         den = Denoiser(tr.ema.module.eval(), None)
         p = save_model(den, wdir / f'dadiff_{name}_nodaclip.safetensors')
         card = dict(model='DA-Diff without DA-CLIP (conditioning "none")', config=nc.to_dict(), budget_min=args.budget_min,
