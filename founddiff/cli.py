@@ -15,9 +15,10 @@ from .physics import simulate_doses, dose_name, DOSES, SEEN_DOSES
 from .data import _count, _stable_seed
 
 # %% auto #0
-__all__ = ['DEMO_WINDOWS', 'load_demo_input', 'windows_section', 'dose_images', 'dose_grid', 'native_mosaic', 'dose_sections',
-           'dose_section', 'demo_model', 'slider_section', 'render_html', 'run_demo', 'input_kind', 'process_volume',
-           'denoise_path', 'simulate_path', 'check_out_dir', 'main']
+__all__ = ['DEMO_WINDOWS', 'DEMO_METHODS', 'load_demo_input', 'windows_section', 'dose_images', 'dose_grid', 'native_mosaic',
+           'dose_sections', 'dose_section', 'demo_model', 'slider_section', 'render_html', 'evaluate_section',
+           'run_demo', 'input_kind', 'process_volume', 'denoise_path', 'simulate_path', 'evaluate_path',
+           'check_out_dir', 'main']
 
 # %% ../nbs/14_cli.ipynb #10193c50
 DEMO_WINDOWS = ('abdomen', 'lung', 'brain')
@@ -187,9 +188,31 @@ def render_html(sections, title: str = 'founddiff demo') -> str:
     parts.append("</body></html>")
     return '\n'.join(parts)
 
+# %% ../nbs/14_cli.ipynb #f3b8d9e1
+DEMO_METHODS = ('ldct', 'gaussian', 'nlm')       # quick enough for the demo; DA-Diff joins when a model ships
+
+def evaluate_section(images, model=None, *, seed: int = 0) -> dict:
+    "A demo section: `founddiff.evaluate` on the demo images (8 doses, own pixel spacing), quick methods + DA-Diff `model` if given; PSNR-vs-dose plot and table."
+    from founddiff.evaluate import evaluate, default_methods, dadiff_method, plot_psnr_vs_dose, Case
+    methods = default_methods(model=None, keys=DEMO_METHODS, seed=seed)
+    if model is not None: methods.append(dadiff_method(model, 'DA-Diff small', seed=seed))
+    cases = [Case(name, img.hu if img.hu.ndim == 2 else img.hu[img.hu.shape[0] // 2], img.meta.get('pixel_spacing'), name, 'real')
+             for name, img in images]
+    table = evaluate(methods, cases, seed=seed)
+    rows = [{'method': r['method'], 'dose': r['dose_name'], 'seen in training': r['split'] == 'seen', 'images': r['n'],
+             'PSNR (dB)': round(r['psnr_mean'], 2), 'SSIM': round(r['ssim_mean'], 4), 'RMSE (HU)': round(r['rmse_hu_mean'], 1)}
+            for r in table.summary(by_region=False)]
+    times = ', '.join(f"{t['method']} {t['seconds_per_512']:.2g} s" for t in table.timing())
+    text = (f"Mean over the {len(cases)} image(s) (each is its own panel above). PSNR/SSIM/RMSE against the normal-dose partner on "
+            f"[-1000, 2000] HU -> [0, 1], full image. Gaussian (oracle) picks its blur by looking at the partner: an upper bound "
+            f"for a blur, not a usable method. Time per 512x512 slice on {table.machine}: {times}."
+            + ('' if model is not None else ' No trained DA-Diff model ships with this version yet, so it is not in the table.'))
+    return dict(title='Evaluation: PSNR against dose (filled markers: doses seen in training, open: unseen)',
+                png=_fig_png(plot_psnr_vs_dose(table)), text=text, rows=rows, name='evaluate_psnr')
+
 # %% ../nbs/14_cli.ipynb #721f8ab4
-def run_demo(input=None, out='founddiff_demo') -> Path:
-    "Run the demo: read CT, build the sections, write PNGs, `index.html` and `summary.json` into `out`."
+def run_demo(input=None, out='founddiff_demo', table: bool = True) -> Path:
+    "Run the demo: read CT, build the sections (the evaluation table too unless `table=False`), write PNGs, `index.html` and `summary.json` into `out`."
     import matplotlib
     if 'matplotlib.pyplot' not in sys.modules: matplotlib.use('Agg')
     images = load_demo_input(input)
@@ -197,7 +220,7 @@ def run_demo(input=None, out='founddiff_demo') -> Path:
     note = None if model is not None else ("No trained DA-Diff model ships with this version yet, so the panels show the LDCT, "
               "its difference to the NDCT partner, and the partner.")
     sections = [windows_section(images), *dose_sections(dose_images(real=images)),   # real slices at their native size
-                slider_section(images, model, note=note)]
+                slider_section(images, model, note=note)] + ([evaluate_section(images, model)] if table else [])
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     for s in sections:
         if s.get('png'):
@@ -382,6 +405,60 @@ def _run_file_command(args) -> dict:
     print(f"founddiff {args.command}: wrote {r['written']} slice(s) to {r['out']}" + (f" (skipped {r['skipped']} already written)" if r['skipped'] else ''))
     return r
 
+# %% ../nbs/14_cli.ipynb #c5e7f9a1
+def evaluate_path(inp, out, *, model='small', doses=None, methods=None, redcnn=None, nodaclip=None, region: str | None = None,
+                  max_slices: int = 16, seed: int = 0, progress: bool = True) -> dict:
+    "`founddiff.evaluate` on the normal-dose slices under `inp`; tables (CSV, Markdown) and plots into folder `out`; what was written."
+    from founddiff.evaluate import evaluate, default_methods, folder_cases, plot_psnr_vs_dose, METHOD_KEYS
+    from founddiff.core import DOSES
+    inp = check_path(inp, 'IN')
+    if not inp.exists(): raise FileNotFoundError(f"IN {inp}: no such file or folder")
+    out = check_out_dir(out)
+    asked = methods is not None
+    ms = default_methods(redcnn, nodaclip, model, keys=METHOD_KEYS if methods is None else methods, seed=seed)
+    if asked and ms.skipped: raise ValueError(f"--methods: not available here: " + '; '.join(f"{k}: {v}" for k, v in ms.skipped.items()))
+    cases = folder_cases(inp, region, max_slices=max_slices)
+    table = evaluate(ms, cases, DOSES if doses is None else doses, seed=seed, progress=progress)
+    if ms.skipped: table.notes['not run'] = '; '.join(f"{k} ({v})" for k, v in ms.skipped.items())
+    out.mkdir(parents=True, exist_ok=True)
+    files = [table.to_csv(out / f'{w}.csv', w) for w in ('rows', 'summary', 'split', 'timing')] + [table.to_markdown_file(out / 'evaluation.md')]
+    for metric in ('psnr', 'ssim'):
+        fig = plot_psnr_vs_dose(table, metric); png = _fig_png(fig)
+        with atomic_write(out / f'{metric}_vs_dose.png') as f: f.write(png)
+        files.append(out / f'{metric}_vs_dose.png')
+    return dict(out=out, files=files, table=table, skipped=ms.skipped, cases=len(cases))
+
+def _add_evaluate_command(sub):
+    "The `evaluate` subcommand of `founddiff`."
+    from founddiff.evaluate import METHOD_KEYS
+    e = sub.add_parser('evaluate', help='compare denoisers on your normal-dose slices: tables (CSV, Markdown) and PSNR/SSIM-vs-dose plots',
+                       description='Simulate each normal-dose slice under IN at each dose (at its own pixel spacing), denoise it with '
+                                   'every method, and score it against its normal-dose partner (PSNR, SSIM, RMSE on [-1000, 2000] HU '
+                                   '-> [0, 1], full image), seen and unseen doses apart, with the time per 512x512 slice on this '
+                                   'machine. Writes rows.csv, summary.csv, split.csv, timing.csv, evaluation.md, psnr_vs_dose.png '
+                                   'and ssim_vs_dose.png into --out. Methods: ' + ', '.join(METHOD_KEYS) + ' (gaussian is an '
+                                   'oracle: it tunes its blur on the partner, an upper bound).')
+    e.add_argument('input', metavar='IN', help='a DICOM file or folder, a NIfTI volume (.nii, .nii.gz) or a folder of them, or .npy slices in HU: normal-dose CT; only read')
+    e.add_argument('--out', '-o', required=True, help='output folder (created)')
+    e.add_argument('--model', '-m', default='small', help='the DA-Diff model: a shipped name or a .safetensors file (default: small; skipped if absent)')
+    e.add_argument('--doses', nargs='+', type=_dose_arg, default=None, help='dose fractions like 1/4 or 0.25 (default: the eight doses 1/2 ... 1/20)')
+    e.add_argument('--methods', nargs='+', choices=METHOD_KEYS, default=None, metavar='METHOD',
+                   help='methods to run, from ' + ', '.join(METHOD_KEYS) + ' (default: every available one; named ones must be available)')
+    e.add_argument('--redcnn', default=None, help='RED-CNN weights (default: the shipped redcnn_small.safetensors, if any)')
+    e.add_argument('--nodaclip', default=None, help='DA-Diff without DA-CLIP model file (default: the shipped one, if any)')
+    e.add_argument('--region', choices=('head', 'chest', 'abdomen'), default=None, help='label every slice with this region (default: from the DICOM body part)')
+    e.add_argument('--max-slices', type=_positive_int, default=16, help='at most this many slices, spread evenly (default: 16)')
+    e.add_argument('--seed', type=int, default=0, help='seed of the simulated noise and the samplers (default: 0)')
+    e.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    e.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback when something fails')
+
+def _run_evaluate(args) -> dict:
+    r = evaluate_path(args.input, args.out, model=args.model, doses=args.doses, methods=args.methods, redcnn=args.redcnn,
+                      nodaclip=args.nodaclip, region=args.region, max_slices=args.max_slices, seed=args.seed, progress=not args.no_progress)
+    for k, v in r['skipped'].items(): print(f"founddiff evaluate: skipped {k}: {v}")
+    print(f"founddiff evaluate: {r['cases']} slice(s) x {len(r['table'].methods())} method(s); wrote {', '.join(p.name for p in r['files'])} to {r['out']}")
+    return r
+
 # %% ../nbs/14_cli.ipynb #030a7599
 def _run_train(args):
     "`founddiff train CONFIG`: the config file (with the command line's overrides) through `founddiff.train.train_from_config`."
@@ -417,8 +494,10 @@ def _parser() -> argparse.ArgumentParser:
                                    'write ct_windows.png, doses.png, index.html and summary.json into --out.')
     d.add_argument('--input', '-i', default=None, help='a DICOM file, a folder holding one DICOM series, or a .npy slice (HU)')
     d.add_argument('--out', '-o', default='founddiff_demo', help='output folder (created; default: ./founddiff_demo)')
+    d.add_argument('--no-table', action='store_true', help='leave out the evaluation table (PSNR/SSIM per method and dose), which takes the most time')
     d.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback when something fails')
     _add_file_commands(sub)
+    _add_evaluate_command(sub)
     t = sub.add_parser('train', help='train DA-CLIP or DA-Diff from a JSON config (resumes an interrupted run)',
                        description='Train the model a JSON config describes (see configs/*.json and the 11_train notebook): '
                                    'phantoms simulated at the seen doses plus any folders the config names; checkpoints, '
@@ -463,11 +542,14 @@ def main(argv=None) -> int:
         if args.command == 'demo':
             out = check_out_dir(args.out)               # checked before any work starts
             created = not out.exists()
-            out = run_demo(args.input, out)
+            out = run_demo(args.input, out, table=not args.no_table)
             print(f"founddiff demo: wrote {out/'ct_windows.png'}, {out/'doses.png'}, {out/'index.html'} and {out/'summary.json'}")
             print(f"open {(out/'index.html').resolve()} in a browser")
         elif args.command in ('denoise', 'simulate'): _run_file_command(args)
         elif args.command == 'train': _run_train(args)
+        elif args.command == 'evaluate':
+            out = check_out_dir(args.out); created = not out.exists()
+            _run_evaluate(args)
         return 0
     except KeyboardInterrupt:
         print("founddiff: error: interrupted", file=sys.stderr); return 130

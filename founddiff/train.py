@@ -144,6 +144,7 @@ class TrainConfig:
     patch: int = 64                  # DA-Diff: square training patch cropped from the full slices; DA-CLIP: view crop (0: whole)
     daclip: str = 'small'            # DA-Diff only: the frozen DA-CLIP (shipped name or .safetensors path) for the embeddings
     schedule: str = 'founddiff'      # DA-Diff only: training schedule
+    unet: dict = field(default_factory=dict)          # DA-Diff only: `DADiffConfig` fields over `config`'s, e.g. {"conditioning": "none"} (the no-DA-CLIP ablation)
     daclip_loss: dict = field(default_factory=dict)   # DA-CLIP only: `DACLIPTrainConfig` fields (dose_loss, rnc_tau, w_anat, ...)
     # optimisation
     steps: int = 100                 # optimiser steps in all (a resumed run continues to this)
@@ -190,7 +191,21 @@ class TrainConfig:
         if not self.phantoms and not self.folders and not self.pairs: raise ValueError("TrainConfig: no training data (phantoms = 0 and no folders or pairs)")
         if self.model == 'dadiff' and self.patch < 8: raise ValueError(f"TrainConfig: patch must be >= 8 for DA-Diff, got {self.patch}")
         bad = sorted(set(self.daclip_loss) - {f.name for f in fields(DACLIPTrainConfig)} | ({'steps', 'batch_size', 'lr', 'weight_decay', 'warmup', 'crop', 'seed'} & set(self.daclip_loss)))
+        self.unet_config()                                            # unet overrides: checked now, not at step 0
         if bad: raise ValueError(f"TrainConfig: daclip_loss field(s) {bad} are not DA-CLIP loss settings (steps, batch_size, lr, ... and patch are TrainConfig fields)")
+
+    def unet_config(self):
+        "The `DADiffConfig` of a DA-Diff run: `config` with the `unet` overrides (None for DA-CLIP runs)."
+        if not isinstance(self.unet, dict): raise TypeError(f"TrainConfig: unet must be a dict of DADiffConfig fields, got {type(self.unet).__name__}")
+        if self.model != 'dadiff':
+            if self.unet: raise ValueError("TrainConfig: unet overrides are for DA-Diff runs (model='dadiff')")
+            return None
+        base = DADIFF_CONFIGS[self.config]
+        bad = sorted(set(self.unet) - {f.name for f in fields(base)} | ({'name'} & set(self.unet)))
+        if bad: raise ValueError(f"TrainConfig: unet field(s) {bad} are not DADiffConfig settings (or 'name', which stays the config's)")
+        if not self.unet: return base
+        try: return replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in self.unet.items()})
+        except (TypeError, ValueError) as e: raise ValueError(f"TrainConfig: unet {self.unet}: {e}") from None
 
     def daclip_train_config(self) -> DACLIPTrainConfig:
         "The `DACLIPTrainConfig` this run implies (DA-CLIP runs)."
@@ -356,7 +371,7 @@ class Trainer:
         if not len(self.slices): raise ValueError("no training slices")
         torch.manual_seed(cfg.seed)                                     # the same initial weights on every rank
         if cfg.model == 'dadiff':
-            unet = DADiffUNet(cfg.config)
+            unet = DADiffUNet(cfg.unet_config())
             if unet.config.conditioning != 'none' and self.slices.emb is None:
                 enc = default(daclip, lambda: load_daclip(path=cfg.daclip) if cfg.daclip.endswith('.safetensors') else load_daclip(cfg.daclip))
                 self.daclip_fp = fingerprint(enc.state_dict())          # a resumed run must use the same encoder
