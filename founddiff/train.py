@@ -133,7 +133,9 @@ def ema_warmup_fn(decay: float):
     def fn(ema_params, params, num_averaged):
         n = float(num_averaged)
         d = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(ema_params, params, 1 - d)
+        if ema_params[0].is_floating_point() or ema_params[0].is_complex(): torch._foreach_lerp_(ema_params, params, 1 - d)
+        else:                                                                    # integer buffers (counters): the current value
+            for e, q in zip(ema_params, params): e.copy_(q)
     return fn
 
 @dataclass

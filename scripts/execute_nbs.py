@@ -138,7 +138,10 @@ def clean_and_write(nb, path):
     from execnb.nbio import dict2nb, write_nb
     import nbformat
     cfg = get_config(path=ROOT)
-    d = json.loads(nbformat.writes(nb))
+    text = nbformat.writes(nb)
+    for root in {str(ROOT), str(ROOT.resolve())}:                  # outputs name files relative to the repository, not this machine
+        text = text.replace(json.dumps(root + '/')[1:-1], '').replace(json.dumps(root)[1:-1], '.')
+    d = json.loads(text)
     nbx = dict2nb(d)
     clean_nb(nbx, False, cfg.get('allowed_metadata_keys').split(), cfg.get('allowed_cell_metadata_keys').split(), cfg.clean_ids)
     tmp = path.with_name('.' + path.name + '.tmp')
