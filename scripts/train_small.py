@@ -85,7 +85,8 @@ def stage_dadiff(args, log):
         cfg = replace(cfg, daclip=str(args.weights_dir / f'daclip_{cfg.daclip}.safetensors'))
     t0 = time.perf_counter()
     tr = train_from_config(cfg)
-    den = Denoiser(tr.ema.module.eval(), load_daclip(path=cfg.daclip) if cfg.daclip.endswith('.safetensors') else load_daclip(cfg.daclip))
+    den = Denoiser(tr.ema.module.eval(), load_daclip(path=cfg.daclip) if cfg.daclip.endswith('.safetensors') else load_daclip(cfg.daclip),
+                   preset=cfg.schedule)                                             # sample on the schedule it was trained on
     out = args.weights_dir / 'dadiff_small.safetensors'
     save_model(den, out)
     den = load_model(out)                                                            # what users get

@@ -69,11 +69,11 @@ def test_colab_safe_check_passes_on_the_repository():
 
 
 def test_colab_safe_install_cell_follows_imports(tmp_path):
-    "scikit-image comes from the dev extras when a notebook imports skimage; unknown packages are reported."
+    "nbformat comes from the dev extras when a notebook imports it; unknown packages are reported."
     p = tmp_path / 'x.ipynb'
-    nb = _nb('#| default_exp x', '#| export\nimport founddiff', 'from skimage.metrics import structural_similarity\nimport notapackage_xyz')
+    nb = _nb('#| default_exp x', '#| export\nimport founddiff', 'import nbformat\nimport notapackage_xyz')
     _, warns = cs.process(p, nb)
-    assert any("'scikit-image>=" in x for x in _sources(nb)) and any('notapackage_xyz' in w for w in warns)
+    assert any("'nbformat>=" in x for x in _sources(nb)) and any('notapackage_xyz' in w for w in warns)
 
 
 @pytest.fixture(scope='module')

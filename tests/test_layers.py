@@ -3,7 +3,7 @@
 Two wings meet only at the top, so each module can be read and tested alone:
 
     faces   cli -> widgets (and everything below); nothing imports cli, only cli imports widgets
-    joins   pipeline (DA-CLIP + DA-Diff + sampler), train (every training loop)
+    joins   evaluate (methods side by side) -> pipeline (DA-CLIP + DA-Diff + sampler), train (every training loop)
     data    data -> io, phantoms, physics                  model   sampler -> diffusion -> blocks -> scan; daclip
     ground  core, losses, metrics
 
@@ -21,8 +21,8 @@ LAYERS = {
     'core': ('ground', 0), 'losses': ('ground', 0), 'metrics': ('ground', 1),
     'io': ('data', 2), 'phantoms': ('data', 2), 'physics': ('data', 2), 'data': ('data', 3),
     'scan': ('model', 2), 'daclip': ('model', 2), 'blocks': ('model', 3), 'diffusion': ('model', 4), 'sampler': ('model', 5),
-    'pipeline': ('join', 6), 'train': ('join', 6),
-    'widgets': ('face', 7), 'cli': ('face', 8),
+    'pipeline': ('join', 6), 'train': ('join', 6), 'evaluate': ('join', 7),
+    'widgets': ('face', 8), 'cli': ('face', 9),
 }
 
 
