@@ -106,7 +106,7 @@ def make_scan_inputs(b=2, D=8, L=37, N=4, G=None, dtype=torch.float32, device=No
 DEFAULT_CHUNK_SIZE = 16       # T: chunk length (measured on a 2-core CPU; see "Speed")
 DEFAULT_BLOCK_ELEMS = {'cpu': 2**18, 'other': 2**25}  # state elements (b*D*N*positions) per block: near the cache on a CPU;
                                                       # large on a GPU, where each operation costs a kernel launch (untested here)
-DEFAULT_CPU_THREADS = 1       # intra-op threads for the CPU scan (None: torch's setting); see "The fast form"
+DEFAULT_CPU_THREADS = None    # intra-op threads for the CPU scan (None: torch's setting); see "The fast form"
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                          return_last_state=False,
