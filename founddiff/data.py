@@ -106,7 +106,7 @@ class PhantomSource:
         "(HU (size, size) float32, pixel spacing in mm)"
         k = self.size if self.zoom == 1 else max(8, int(round(self.size * self.zoom)))
         hu = phantom(self.region, k, _stable_seed('phantom', self.seed, self.split, self.region, self.index))
-        if k < self.size:                                              # the same body in a wider field of view: finer noise per body
+        if k < self.size:                                              # the same body in a wider field of view: coarser pixels
             lo = (self.size - k) // 2
             hu = np.pad(hu, ((lo, self.size - k - lo),) * 2, constant_values=-1000.)
         return hu.astype(np.float32), FOV_MM[self.region] / k

@@ -290,9 +290,9 @@ def build_slices(cfg: TrainConfig, progress: bool = True) -> TrainSlices:
     for i, size in enumerate((cfg.image_size, *cfg.extra_sizes) if cfg.phantoms else ()):
         scan, fov = (cfg.source_dose, cfg.fov_scale) if i == 0 else (None, None)   # the main set: scanned, wider fields; extra sizes: plain
         tag = f'phantoms-{size}' + ('-scanned' if exists(scan) else '') + ('-fov' if exists(fov) else '')
-        makers.append((tag + '/' if exists(scan) or exists(fov) else '',
-                       lambda size=size, scan=scan, fov=fov, tag=tag: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
-                                                                                      source_dose=scan, fov_scale=fov, cache_dir=cache / tag)))
+        make = lambda size=size, scan=scan, fov=fov, tag=tag: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
+                                                                              source_dose=scan, fov_scale=fov, cache_dir=cache / tag)
+        makers.append((tag + '/' if exists(scan) or exists(fov) else '', make))   # the prefix keeps its keys apart from the plain set's
     for spec in cfg.folders:
         root, region = _region_of(spec)
         if not Path(root).is_dir(): raise FileNotFoundError(f"TrainConfig.folders: {root} is not a folder")
