@@ -217,6 +217,7 @@ class DADiffConfig:
     dose_dim: int = 1024                  # DA-CLIP dose embedding size
     anat_dim: int = 256                   # DA-CLIP anatomy embedding size
     conditioning: str = 'daclip'          # 'daclip': dose prompt + anatomy; 'none': time only (ablation)
+    out_scale: float = 1.0                # the last conv's output is multiplied by this (the paper: 1); CT-noise residuals are ~0.01 on [-1, 1]
 
     def __post_init__(self):
         pos_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
@@ -234,6 +235,8 @@ class DADiffConfig:
         if self.conditioning not in CONDITIONING: raise ValueError(f"DADiffConfig: conditioning must be one of {CONDITIONING}, got {self.conditioning!r}")
         for w in (self.dim, *self.widths):
             if w % self.groups: raise ValueError(f"DADiffConfig: every width must be divisible by groups={self.groups}, got {w} (dim={self.dim}, dim_mults={self.dim_mults})")
+        if isinstance(self.out_scale, bool) or not isinstance(self.out_scale, (int, float)) or not 0 < self.out_scale < math.inf:
+            raise ValueError(f"DADiffConfig: out_scale must be a positive finite number, got {self.out_scale!r}")
         if self.sin_dim < 4 or self.sin_dim % 2: raise ValueError(f"DADiffConfig: sin_dim must be even and >= 4, got {self.sin_dim}")
 
     @property
@@ -363,14 +366,15 @@ class DADiffUNet(nn.Module):
             if 'dacb' in lvl: x = lvl['dacb'](x, tau, anat)
             x = lvl['up'](x)
         x = self.final_res(torch.cat([x, r], dim=1))
-        return crop(self.final_conv(x))
+        x = self.final_conv(x)
+        return crop(x if self.config.out_scale == 1 else x * self.config.out_scale)
 
 # %% ../nbs/09_rddm.ipynb #af000d26
 CONFIGS = {
     'tiny':  DADiffConfig('tiny', dim=8, dim_mults=(1, 2), d_states=(2, 4), dacb=(True, True), mid_dacb=True,
                           sin_dim=16, time_dim=32),                       # tests: 64x64 in milliseconds
     'small': DADiffConfig('small', dim=16, dim_mults=(1, 2, 4, 8), d_states=(4, 8, 16, 32), dacb=(False, False, True, True),
-                          mid_dacb=True, sin_dim=32, time_dim=64),          # the CPU model we ship: DACBs at 1/4 and 1/8 size and the middle
+                          mid_dacb=True, sin_dim=32, time_dim=64, out_scale=0.02),  # the CPU model we ship: DACBs at 1/4 and 1/8 size and the middle
     'paper': DADiffConfig('paper'),                                         # the published layout: 25,568,831 parameters
 }
 

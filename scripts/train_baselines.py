@@ -71,7 +71,7 @@ def main(argv=None):
     if args.only in (None, 'nodaclip'):
         nc = replace(cfg, unet={**cfg.unet, 'conditioning': 'none'}, out=str(runs / f'dadiff_{name}_nodaclip'))
         tr = train_dadiff_budget(nc, budget_s=budget, slices=replace(slices, emb=None), chunk=1)
-        den = Denoiser(tr.ema.module.eval(), None)
+        den = Denoiser(tr.ema.module.eval(), None, preset=nc.schedule)   # sample on the schedule it trained on
         p = save_model(den, wdir / f'dadiff_{name}_nodaclip.safetensors')
         card = dict(model='DA-Diff without DA-CLIP (conditioning "none")', config=nc.to_dict(), budget_min=args.budget_min,
                     steps=tr.step, train_wall_s=round(tr.wall, 1), steps_per_s=round(tr.step / max(tr.wall, 1e-9), 4),
