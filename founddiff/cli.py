@@ -189,7 +189,7 @@ def render_html(sections, title: str = 'founddiff demo') -> str:
     return '\n'.join(parts)
 
 # %% ../nbs/14_cli.ipynb #f3b8d9e1
-DEMO_METHODS = ('ldct', 'gaussian', 'nlm')       # quick enough for the demo; DA-Diff joins when a model ships
+DEMO_METHODS = ('ldct', 'gaussian', 'nlm')       # quick enough for the demo; the shipped DA-Diff joins them
 
 def evaluate_section(images, model=None, *, seed: int = 0) -> dict:
     "A demo section: `founddiff.evaluate` on the demo images (8 doses, own pixel spacing), quick methods + DA-Diff `model` if given; PSNR-vs-dose plot and table."
