@@ -289,13 +289,13 @@ def gaussian_method(sigmas=GAUSS_SIGMAS) -> Method:
 def nlm_method(**kw) -> Method: return Method('NLM', lambda x, d: nlm(x, **kw), key='nlm', note="scikit-image denoise_nl_means, sigma by the Haar MAD estimate, h = 0.8 sigma")
 def redcnn_method(model, batch_size: int = 2, name: str = 'RED-CNN') -> Method:
     m = model if isinstance(model, RedCNN) else load_redcnn(model)
-    return Method(name, lambda x, d: m.denoise(x, batch_size), key='redcnn', note=str(model) if not isinstance(model, RedCNN) else '')
+    return Method(name, lambda x, d: m.denoise(x, batch_size), key='redcnn', note=Path(model).name if not isinstance(model, RedCNN) else '')
 def dadiff_method(model, name: str = 'DA-Diff small', key: str = 'dadiff', seed: int = 0, batch_size: int = 2) -> Method:
     "A `founddiff.pipeline.Denoiser` (or a name / path for `load_model`) as a method; its sampler's start noise is seeded."
     from founddiff.pipeline import load_model, Denoiser
     m = model if isinstance(model, Denoiser) else load_model(model)
     return Method(name, lambda x, d: m.denoise(x, batch_size=batch_size, generator=seed), key=key,
-                  note=f"conditioning {m.conditioning}, {m.preset} sampler, {m.steps} steps" + ('' if isinstance(model, Denoiser) else f", {model}"))
+                  note=f"conditioning {m.conditioning}, {m.preset} sampler, {m.steps} steps" + ('' if isinstance(model, Denoiser) else f", {Path(model).name}"))
 
 class Methods(list):
     "A list of `Method`s that remembers which were skipped and why (`skipped`: name -> reason)."
