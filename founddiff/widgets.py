@@ -168,7 +168,7 @@ def dose_slider(image,                        # a CTImage, HU array (H, W), DICO
     low, ref = simulate_doses(hu, doses, generator=generator, pixel_spacing=sp)   # native size and spacing
     out = den(low) if den else None
     panels = [('ldct', 'LDCT')] + ([('output', model_label)] if den else []) + \
-             [('diff', f"difference: {model_label if den else 'LDCT'} − NDCT"), ('ndct', 'NDCT partner (same geometry, no noise)')]
+             [('diff', f"difference: {model_label if den else 'LDCT'} − NDCT"), ('ndct', 'NDCT partner' if den else 'NDCT partner (same geometry, no noise)')]   # four panels: a short title
     from plotly.subplots import make_subplots
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels], horizontal_spacing=0.01)
     view = lambda a: a[rows, cols][::stride, ::stride]
