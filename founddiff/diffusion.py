@@ -366,8 +366,7 @@ class DADiffUNet(nn.Module):
             if 'dacb' in lvl: x = lvl['dacb'](x, tau, anat)
             x = lvl['up'](x)
         x = self.final_res(torch.cat([x, r], dim=1))
-        x = self.final_conv(x)
-        return crop(x if self.config.out_scale == 1 else x * self.config.out_scale)
+        return crop(self.final_conv(x) * self.config.out_scale)        # out_scale 1 (the paper) leaves it exactly as is
 
 # %% ../nbs/09_rddm.ipynb #af000d26
 CONFIGS = {
