@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset, DataLoader
 from .core import exists, default, hu_to_unit, atomic_write
 from .io import read_slice, CTPair, CTImage, CTReadError
-from .phantoms import phantom, REGIONS, FOV_MM
+from .phantoms import phantom, REGIONS, FOV_MM, LEVELS
 from .physics import simulate_doses, DOSES, SEEN_DOSES, UNSEEN_DOSES, FanBeamGeometry
 from .physics import _check_dose, _check_doses
 
@@ -96,19 +96,26 @@ class PhantomSource:
     size: int = 64
     seed: int = 0
     split: str = 'train'
-    zoom: float = 1.0                  # < 1: the phantom is drawn on zoom * size pixels, centred in air (a wider field of view, coarser pixels)
+    zoom: float = 1.0                  # < 1: drawn on zoom * size pixels, centred in air (wider field, coarser pixels); > 1: a crop of a larger drawing (narrower field, finer pixels)
+    level: str | None = None           # the slice level (`phantoms.LEVELS`; None: the region's first)
+    table: bool = False                # with the patient couch / head holder
     @property
     def key(self) -> str:
-        return f"phantom-{self.split}-{self.region}-{self.size}-s{self.seed}-{self.index:07d}" + (f"-z{self.zoom:.4f}" if self.zoom != 1 else '')
+        return (f"phantom-{self.split}-{self.region}-{self.size}-s{self.seed}-{self.index:07d}" + (f"-z{self.zoom:.4f}" if self.zoom != 1 else '')
+                + (f"-{self.level}" if exists(self.level) else '') + ('-table' if self.table else ''))
     @property
     def patient(self) -> str: return self.key
     def load(self):
         "(HU (size, size) float32, pixel spacing in mm)"
         k = self.size if self.zoom == 1 else max(8, int(round(self.size * self.zoom)))
-        hu = phantom(self.region, k, _stable_seed('phantom', self.seed, self.split, self.region, self.index))
+        if k > 1024: raise ValueError(f"{self.key}: zoom {self.zoom} draws the phantom on {k} > 1024 pixels")
+        hu = phantom(self.region, k, _stable_seed('phantom', self.seed, self.split, self.region, self.index), level=self.level, table=self.table)
         if k < self.size:                                              # the same body in a wider field of view: coarser pixels
             lo = (self.size - k) // 2
             hu = np.pad(hu, ((lo, self.size - k - lo),) * 2, constant_values=-1000.)
+        elif k > self.size:                                            # a narrower field of view: a crop at a seeded place, finer pixels
+            i, j = np.random.default_rng(_stable_seed('crop', self.key)).integers(0, k - self.size + 1, 2)
+            hu = hu[i:i + self.size, j:j + self.size]
         return hu.astype(np.float32), FOV_MM[self.region] / k
 
 @dataclass(frozen=True)
@@ -324,25 +331,30 @@ class SimulatedDoseDataset(Dataset):
 
 # %% ../nbs/04_data.ipynb #3d663dbd
 def _check_fov_scale(v):
-    "None, or (lo, hi) with 0 < lo <= hi <= 1."
+    "None, or (lo, hi) with 0.1 <= lo <= hi <= 2."
     if v is None: return None
     if isinstance(v, (str, bytes)) or not hasattr(v, '__len__') or len(v) != 2:
         raise ValueError(f"fov_scale must be None or a (lo, hi) pair, got {v!r}")
     lo, hi = (float(x) for x in v)
-    if not 0.1 <= lo <= hi <= 1: raise ValueError(f"fov_scale must satisfy 0.1 <= lo <= hi <= 1, got {v!r}")
+    if not 0.1 <= lo <= hi <= 2: raise ValueError(f"fov_scale must satisfy 0.1 <= lo <= hi <= 2, got {v!r}")
     return (lo, hi)
 
 class PhantomSources:
     "A lazy sequence of `n` `PhantomSource`s cycling through `regions` (nothing is stored: n can be huge)."
     def __init__(self, n: int, size: int = 64, regions=REGIONS, seed: int = 0, split: str = 'train',
-                 fov_scale=None):            # None, or (lo, hi) in (0, 1]: each phantom drawn on a fraction of the image, log-uniform
+                 fov_scale=None,             # None, or (lo, hi) in [0.1, 2]: each phantom drawn on zoom x the image, log-uniform (> 1: a crop)
+                 variety: bool = False):     # each phantom also draws its slice level and whether the couch is in view
         self.fov_scale = _check_fov_scale(fov_scale)
+        if not isinstance(variety, (bool, np.bool_)): raise TypeError(f"variety must be True or False, got {variety!r}")
+        self.variety = bool(variety)
         if not isinstance(n, (bool, np.bool_)) and isinstance(n, numbers.Integral) and n < 1: raise ValueError(f"n must be positive, got {n}")
         _count(n, 'n'); _count(size, 'size', 8); _count(seed, 'seed', 0)
         if not isinstance(split, str) or not split: raise ValueError(f"split must be a non-empty string, got {split!r}")
         if isinstance(regions, str) or not len(tuple(regions)): raise ValueError(f"regions must be a non-empty sequence of {REGIONS}, got {regions!r}")
         self.n, self.size, self.regions, self.seed, self.split = int(n), int(size), tuple(regions), int(seed), split
         for r in self.regions: _region_index(r)
+        if exists(self.fov_scale) and self.size * self.fov_scale[1] > 1024:
+            raise ValueError(f"fov_scale {self.fov_scale} at size {self.size}: a zoomed phantom is drawn on at most 1024 pixels (hi <= {1024 / self.size:.3g})")
     def __len__(self): return self.n
     def __getitem__(self, j):
         if isinstance(j, slice): return [self[i] for i in range(*j.indices(self.n))]
@@ -354,12 +366,16 @@ class PhantomSources:
             lo, hi = self.fov_scale
             u = np.random.default_rng(_stable_seed('zoom', self.seed, self.split, region, index)).random()
             zoom = round(float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))), 4)
-        return PhantomSource(region, index, self.size, self.seed, self.split, zoom)
+        level, table = None, False
+        if self.variety:                                   # a seeded level (uniform over LEVELS[region]) and the couch in 70 % of the slices
+            rng = np.random.default_rng(_stable_seed('variety', self.seed, self.split, region, index))
+            levels = LEVELS[region]; level, table = levels[int(rng.integers(len(levels)))], bool(rng.random() < 0.7)
+        return PhantomSource(region, index, self.size, self.seed, self.split, zoom, level, table)
 
 def phantom_dataset(n: int = 300, size: int = 64, *, regions=REGIONS, doses=SEEN_DOSES, seed: int = 0,
-                    split: str = 'train', fov_scale=None, **kwargs) -> SimulatedDoseDataset:
+                    split: str = 'train', fov_scale=None, variety: bool = False, **kwargs) -> SimulatedDoseDataset:
     "`n` seeded phantom slices (cycling through `regions`) at each of `doses`; kwargs go to `SimulatedDoseDataset`."
-    return SimulatedDoseDataset(PhantomSources(n, size, regions, seed, split, fov_scale), doses, seed=seed, **kwargs)
+    return SimulatedDoseDataset(PhantomSources(n, size, regions, seed, split, fov_scale, variety), doses, seed=seed, **kwargs)
 
 # %% ../nbs/04_data.ipynb #07b3a6b2
 def folder_dataset(root, region: str | None = None, *, doses=DOSES, patient_level: int = 1, **kwargs) -> SimulatedDoseDataset:

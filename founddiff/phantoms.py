@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from .core import exists, default, as_generator, check_number, check_finite
 
 # %% auto #0
-__all__ = ['LABELS', 'FOV_MM', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_texture', 'phantom', 'REGIONS']
+__all__ = ['LABELS', 'FOV_MM', 'TABLE_HU', 'LEVELS', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_table', 'add_texture', 'phantom',
+           'REGIONS']
 
 # %% ../nbs/02_phantoms.ipynb #86a5b4f1
 @dataclass(frozen=True)
@@ -88,10 +89,11 @@ from .core import REGIONS   # ('head', 'chest', 'abdomen'), defined once in core
 _all_ = ['REGIONS']
 
 LABELS = {   # label names per region; the index in the tuple is the value in the label map (0 = air)
-    'head':    ('air', 'scalp', 'skull', 'csf', 'grey', 'white', 'nuclei', 'ventricle', 'lesion'),
-    'chest':   ('air', 'fat', 'muscle', 'bone', 'marrow', 'lung', 'heart', 'vessel', 'aorta', 'airway', 'cord', 'lesion'),
+    'head':    ('air', 'scalp', 'skull', 'csf', 'grey', 'white', 'nuclei', 'ventricle', 'lesion',
+                'sinus', 'orbit', 'globe', 'soft', 'table'),
+    'chest':   ('air', 'fat', 'muscle', 'bone', 'marrow', 'lung', 'heart', 'vessel', 'aorta', 'airway', 'cord', 'lesion', 'table'),
     'abdomen': ('air', 'fat', 'muscle', 'bone', 'marrow', 'liver', 'gallbladder', 'spleen', 'kidney', 'aorta',
-                'stomach', 'bowel', 'gas', 'cord', 'lesion'),
+                'stomach', 'bowel', 'gas', 'cord', 'lesion', 'table'),
 }
 
 FOV_MM = {'head': 250.0, 'chest': 350.0, 'abdomen': 380.0}   # field of view each phantom is drawn for (mm across)
@@ -234,11 +236,91 @@ def _abdomen(r: _Draw) -> list[Ellipse]:
 
 _BUILDERS = {'head': _head, 'chest': _chest, 'abdomen': _abdomen}
 
+
+# %% ../nbs/02_phantoms.ipynb #27ab6dca
+def _head_base(r: _Draw) -> list[Ellipse]:
+    "Axial head at the skull base: orbits, nasal cavity and sinuses in front, petrous bones, mastoid air cells, posterior fossa."
+    s = r(0.78, 0.88)                                      # the head fills 78-88% of the field
+    ox, oy, rot = r(-0.04, 0.04), r(-0.04, 0.04), r(-6, 6)
+    ar = r(0.78, 0.86)
+    white, csf = r(22, 30), r(4, 12)
+    grey = white + r(10, 16)
+    t = math.radians(rot)
+    def E(cx, cy, a, b, th, hu, lab):
+        x, y = s * cx, s * cy
+        return Ellipse(ox + x * math.cos(t) - y * math.sin(t), oy + x * math.sin(t) + y * math.cos(t),
+                       s * a, s * b, th + rot, hu, lab)
+    A, B = ar, 1.0
+    sk = r(0.06, 0.10)                                     # the skull base is thicker than the vault
+    bone = r(1000, 1500)
+    es = [E(0, 0, A, B, 0, r(20, 60), 'scalp'),
+          E(0, 0, A - 0.03, B - 0.03, 0, bone, 'skull'),
+          E(0, 0.42, A - 0.03 - sk / 2, 0.52, 0, r(35, 55), 'soft'),           # the face and the middle fossa: soft tissue
+          E(0, -0.25, A - 0.03 - sk, 0.68, 0, csf, 'csf'),                     # posterior fossa, shifted back
+          E(0, -0.25, A - 0.045 - sk, 0.665, 0, grey, 'grey')]
+    for sx in (-1, 1):
+        es.append(E(sx * r(0.42, 0.5) * A, r(0.0, 0.12), r(0.16, 0.2), r(0.2, 0.26), sx * r(0, 15), grey, 'grey'))   # temporal lobes
+        es.append(E(sx * r(0.18, 0.24), -r(0.5, 0.58), r(0.2, 0.25), r(0.18, 0.22), sx * r(-10, 10), grey - r(0, 6), 'grey'))  # cerebellum
+        es.append(E(sx * r(0.3, 0.36), r(-0.12, -0.02), r(0.22, 0.28), r(0.04, 0.06), sx * r(25, 40), r(1300, 1800), 'skull'))  # petrous bone
+        for _ in range(r.int(2, 6)):                       # mastoid air cells behind the petrous bone
+            es.append(E(sx * r(0.5, 0.62) * A / 0.82, r(-0.32, -0.14), r(0.015, 0.04), r(0.015, 0.035), r(0, 180), r(-1000, -700), 'sinus'))
+        es.append(E(sx * r(0.27, 0.33), r(0.62, 0.7), r(0.15, 0.18), r(0.16, 0.2), 0, r(-110, -80), 'orbit'))  # orbital fat
+        es.append(E(sx * r(0.27, 0.33), r(0.7, 0.76), r(0.1, 0.12), r(0.1, 0.12), 0, r(5, 20), 'globe'))       # eye globe
+    es += [E(0, r(-0.24, -0.18), r(0.11, 0.14), r(0.1, 0.12), 0, white + r(2, 8), 'white'),   # pons
+           E(0, -0.36, 0.035, 0.025, 0, csf, 'ventricle'),                                      # fourth ventricle
+           E(0, r(0.02, 0.08), 0.06, 0.09, 0, r(600, 1000), 'skull'),                           # clivus
+           E(0, r(0.24, 0.3), r(0.1, 0.14), r(0.07, 0.1), 0, r(-1000, -900), 'sinus'),          # sphenoid sinus
+           E(0, r(0.58, 0.64), r(0.08, 0.11), r(0.22, 0.28), 0, r(-1000, -900), 'sinus'),       # nasal cavity
+           E(0, 0.6, 0.012, 0.22, 0, r(400, 800), 'skull')]                                     # nasal septum
+    return es
+
+
+# %% ../nbs/02_phantoms.ipynb #76cf8fc1
+TABLE_HU = (300., -900.)   # carbon-fibre shell and foam core of a patient couch / head holder (HU)
+
+def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
+    "`hu` and `labels` with a patient couch (chest, abdomen) or a head holder (head) drawn in the air below the body."
+    hu, labels = np.array(hu, dtype=np.float32), np.array(labels)
+    n = hu.shape[-1]
+    rows = np.nonzero((hu > -500).any(1))[0]
+    if not len(rows) or rows[-1] >= n - 3: return hu, labels                  # no body, or no room below it
+    r = _Draw(generator)
+    y_top = 1 - 2 * (rows[-1] + 1) / n - r(0.005, 0.04)                      # the couch's top surface, just below the body (y up)
+    R = r(0.55, 0.9) if region == 'head' else r(1.2, 3.0)                    # a head holder is a tight cup, a couch a shallow one
+    half = r(0.45, 0.7) if region == 'head' else r(0.6, 0.95)                # half width
+    shell, core = r(0.006, 0.014), r(0.02, 0.07)
+    m = n * supersample
+    c = -1 + (2 * np.arange(m) + 1) / m
+    X, Y = np.meshgrid(c, -c)                                                # sample positions, y up
+    d = np.hypot(X, Y - (y_top + R)) - R                                     # depth below the top surface
+    inner = (np.abs(X) <= half) & (d >= 0)
+    val = np.full((m, m), np.nan)
+    val[inner & (d < shell)] = TABLE_HU[0]
+    val[inner & (d >= shell) & (d < shell + core)] = TABLE_HU[1]
+    val[inner & (d >= shell + core) & (d < 2 * shell + core)] = TABLE_HU[0]
+    cover = ~np.isnan(val)
+    blocks = lambda a: a.reshape(n, supersample, n, supersample)
+    frac = blocks(cover).mean((1, 3))
+    if not frac.any(): return hu, labels
+    mean = blocks(np.where(cover, val, 0.)).sum((1, 3)) / np.maximum(blocks(cover).sum((1, 3)), 1)
+    free = np.zeros((n, n), bool); free[rows[-1] + 2:] = True                # only the air below the body
+    free &= hu <= -999.
+    hu = np.where(free, (1 - frac) * hu + frac * mean, hu).astype(np.float32)
+    k = supersample // 2
+    labels = np.where(free & cover[k::supersample, k::supersample], LABELS[region].index('table'), labels).astype(labels.dtype)
+    return hu, labels
+
+
+# %% ../nbs/02_phantoms.ipynb #5080dd7f
+LEVELS = {'head': ('ventricles', 'skull_base'), 'chest': ('heart',), 'abdomen': ('liver',)}   # slice levels per region; the first is the default
+_BUILDERS = {('head', 'ventricles'): _head, ('head', 'skull_base'): _head_base, ('chest', 'heart'): _chest, ('abdomen', 'liver'): _abdomen}
+
+
 # %% ../nbs/02_phantoms.ipynb #e1321081
 TEXTURE_HU = {   # std of the smooth texture per tissue, HU
     'scalp': 5, 'skull': 60, 'grey': 2, 'white': 2, 'nuclei': 2, 'lesion': 2,
     'fat': 6, 'muscle': 4, 'bone': 60, 'marrow': 30, 'lung': 25, 'heart': 3,
-    'liver': 4, 'spleen': 4, 'kidney': 5, 'bowel': 8, 'stomach': 6,
+    'liver': 4, 'spleen': 4, 'kidney': 5, 'bowel': 8, 'stomach': 6, 'soft': 4, 'orbit': 6,
 }
 
 def _texture(size: int, generator, grid: int = 24) -> np.ndarray:
@@ -265,6 +347,8 @@ def phantom(region: str,                  # one of `REGIONS`: 'head', 'chest' or
             *, return_labels: bool = False, # also return the label map (values index `LABELS[region]`)
             supersample: int | None = None, # samples per pixel side; default max(2, min(8, ceil(512/size)))
             texture: float = 1.0,         # scale of the tissue texture (0: flat organs)
+            level: str | None = None,     # the slice level, one of `LEVELS[region]` (None: the first)
+            table: bool = False,          # draw the patient couch (head: the head holder) below the body
            ):
     "A random `size`x`size` phantom of `region` in HU (float32 numpy), optionally with its label map."
     if not isinstance(region, str): raise TypeError(f"region must be one of {REGIONS}, got {type(region).__name__} {region!r}")
@@ -275,9 +359,13 @@ def phantom(region: str,                  # one of `REGIONS`: 'head', 'chest' or
     if not isinstance(return_labels, (bool, np.bool_)): raise TypeError(f"return_labels must be True or False, got {return_labels!r}")
     if exists(supersample): supersample = check_number(supersample, 'supersample', lo=1, hi=16, integer=True)
     texture = check_number(texture, 'texture', lo=0, hi=100)
+    level = default(level, LEVELS[region][0])
+    if level not in LEVELS[region]: raise ValueError(f"level must be one of {LEVELS[region]} for the {region}, got {level!r}")
+    if not isinstance(table, (bool, np.bool_)): raise TypeError(f"table must be True or False, got {table!r}")
     s = default(supersample, max(2, min(8, math.ceil(512 / size))))
     draw = _Draw(generator)
-    es = _BUILDERS[region](draw)
+    es = _BUILDERS[region, level](draw)
     hu, lab = rasterize(es, int(size), s, background=-1000., labels=LABELS[region])
     if texture: hu = add_texture(hu, lab, LABELS[region], draw.g, texture)
+    if table: hu, lab = add_table(hu, lab, region, draw.g, s)          # drawn last: the same phantom with or without it
     return (hu, lab) if return_labels else hu
