@@ -237,7 +237,7 @@ def _abdomen(r: _Draw) -> list[Ellipse]:
 _BUILDERS = {'head': _head, 'chest': _chest, 'abdomen': _abdomen}
 
 
-# %% ../nbs/02_phantoms.ipynb #27ab6dca
+# %% ../nbs/02_phantoms.ipynb #87198be9
 def _head_base(r: _Draw) -> list[Ellipse]:
     "Axial head at the skull base: orbits, nasal cavity and sinuses in front, petrous bones, mastoid air cells, posterior fossa."
     s = r(0.78, 0.88)                                      # the head fills 78-88% of the field
@@ -275,7 +275,39 @@ def _head_base(r: _Draw) -> list[Ellipse]:
     return es
 
 
-# %% ../nbs/02_phantoms.ipynb #76cf8fc1
+# %% ../nbs/02_phantoms.ipynb #c6a3e25b
+def _head_vertex(r: _Draw) -> list[Ellipse]:
+    "Axial head above the ventricles: a smaller, rounder section, a thick vault, grey and white matter, the falx and sulci."
+    s = r(0.55, 0.8)                                       # the section shrinks towards the vertex
+    ox, oy, rot = r(-0.04, 0.04), r(-0.04, 0.04), r(-6, 6)
+    ar = r(0.82, 0.94)
+    white, csf = r(22, 30), r(4, 12)
+    grey = white + r(10, 16)
+    t = math.radians(rot)
+    def E(cx, cy, a, b, th, hu, lab):
+        x, y = s * cx, s * cy
+        return Ellipse(ox + x * math.cos(t) - y * math.sin(t), oy + x * math.sin(t) + y * math.cos(t),
+                       s * a, s * b, th + rot, hu, lab)
+    A, B = ar, 1.0
+    sk = r(0.07, 0.12)                                     # relative to a smaller head, the vault looks thicker
+    es = [E(0, 0, A, B, 0, r(20, 60), 'scalp'),
+          E(0, 0, A - 0.04, B - 0.04, 0, r(900, 1500), 'skull'),
+          E(0, 0, A - 0.04 - sk, B - 0.04 - sk, 0, csf, 'csf'),
+          E(0, 0, A - 0.06 - sk, B - 0.06 - sk, 0, grey, 'grey')]
+    for sx in (-1, 1):                                     # white matter (centrum semiovale) of each hemisphere
+        es.append(E(sx * r(0.25, 0.3) * A, r(-0.05, 0.05), r(0.22, 0.28) * A, r(0.55, 0.68), sx * r(-8, 8), white, 'white'))
+        for _ in range(r.int(2, 5)):                       # sulci: thin CSF clefts at the surface
+            ang = r(-1.3, 1.3) + (0 if sx > 0 else math.pi)
+            rx, ry = (A - 0.08 - sk) * math.cos(ang), (B - 0.08 - sk) * math.sin(ang)
+            es.append(E(rx, ry, r(0.05, 0.09), r(0.008, 0.015), math.degrees(ang), csf, 'csf'))
+    es.append(E(0, 0, 0.008, B - 0.08 - sk, 0, csf, 'csf'))                          # the falx between the hemispheres
+    for _ in range(r.int(0, 2)):                           # small lesions
+        sx = r.sign(); hu = grey + r(6, 20) * (1 if r(0, 1) < 0.4 else -1)
+        es.append(E(sx * r(0.2, 0.45) * A, r(-0.5, 0.5), r(0.025, 0.05), r(0.025, 0.05), r(0, 180), hu, 'lesion'))
+    return es
+
+
+# %% ../nbs/02_phantoms.ipynb #292a39f7
 TABLE_HU = (300., -900.)   # carbon-fibre shell and foam core of a patient couch / head holder (HU)
 
 def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
@@ -311,9 +343,10 @@ def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
     return hu, labels
 
 
-# %% ../nbs/02_phantoms.ipynb #5080dd7f
-LEVELS = {'head': ('ventricles', 'skull_base'), 'chest': ('heart',), 'abdomen': ('liver',)}   # slice levels per region; the first is the default
-_BUILDERS = {('head', 'ventricles'): _head, ('head', 'skull_base'): _head_base, ('chest', 'heart'): _chest, ('abdomen', 'liver'): _abdomen}
+# %% ../nbs/02_phantoms.ipynb #7d8009c0
+LEVELS = {'head': ('ventricles', 'skull_base', 'vertex'), 'chest': ('heart',), 'abdomen': ('liver',)}   # slice levels per region; the first is the default
+_BUILDERS = {('head', 'ventricles'): _head, ('head', 'skull_base'): _head_base, ('head', 'vertex'): _head_vertex,
+             ('chest', 'heart'): _chest, ('abdomen', 'liver'): _abdomen}
 
 
 # %% ../nbs/02_phantoms.ipynb #e1321081
