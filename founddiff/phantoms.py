@@ -237,7 +237,7 @@ def _abdomen(r: _Draw) -> list[Ellipse]:
 _BUILDERS = {'head': _head, 'chest': _chest, 'abdomen': _abdomen}
 
 
-# %% ../nbs/02_phantoms.ipynb #87198be9
+# %% ../nbs/02_phantoms.ipynb #a855e2c8
 def _head_base(r: _Draw) -> list[Ellipse]:
     "Axial head at the skull base: orbits, nasal cavity and sinuses in front, petrous bones, mastoid air cells, posterior fossa."
     s = r(0.78, 0.88)                                      # the head fills 78-88% of the field
@@ -275,7 +275,7 @@ def _head_base(r: _Draw) -> list[Ellipse]:
     return es
 
 
-# %% ../nbs/02_phantoms.ipynb #c6a3e25b
+# %% ../nbs/02_phantoms.ipynb #33540d73
 def _head_vertex(r: _Draw) -> list[Ellipse]:
     "Axial head above the ventricles: a smaller, rounder section, a thick vault, grey and white matter, the falx and sulci."
     s = r(0.55, 0.8)                                       # the section shrinks towards the vertex
@@ -307,43 +307,55 @@ def _head_vertex(r: _Draw) -> list[Ellipse]:
     return es
 
 
-# %% ../nbs/02_phantoms.ipynb #292a39f7
-TABLE_HU = (300., -900.)   # carbon-fibre shell and foam core of a patient couch / head holder (HU)
+# %% ../nbs/02_phantoms.ipynb #c1308629
+TABLE_HU = (300., -900.)   # carbon-fibre shell and foam core of a patient couch (HU); a head holder is one shell
 
 def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
-    "`hu` and `labels` with a patient couch (chest, abdomen) or a head holder (head) drawn in the air below the body."
+    """`hu` and `labels` with a patient couch (chest, abdomen: a shallow curved shell with a foam core below the back) or a
+    head holder (head: a U-shaped shell, a cup under the head whose side walls rise beside it) drawn in the air around the body."""
     hu, labels = np.array(hu, dtype=np.float32), np.array(labels)
     n = hu.shape[-1]
-    rows = np.nonzero((hu > -500).any(1))[0]
+    body = hu > -500
+    rows, cols = np.nonzero(body.any(1))[0], np.nonzero(body.any(0))[0]
     if not len(rows) or rows[-1] >= n - 3: return hu, labels                  # no body, or no room below it
     r = _Draw(generator)
-    y_top = 1 - 2 * (rows[-1] + 1) / n - r(0.005, 0.04)                      # the couch's top surface, just below the body (y up)
-    R = r(0.55, 0.9) if region == 'head' else r(1.2, 3.0)                    # a head holder is a tight cup, a couch a shallow one
-    half = r(0.45, 0.7) if region == 'head' else r(0.6, 0.95)                # half width
-    shell, core = r(0.006, 0.014), r(0.02, 0.07)
     m = n * supersample
     c = -1 + (2 * np.arange(m) + 1) / m
     X, Y = np.meshgrid(c, -c)                                                # sample positions, y up
-    d = np.hypot(X, Y - (y_top + R)) - R                                     # depth below the top surface
-    inner = (np.abs(X) <= half) & (d >= 0)
+    y_bottom = 1 - 2 * (rows[-1] + 1) / n                                    # the lowest body edge
     val = np.full((m, m), np.nan)
-    val[inner & (d < shell)] = TABLE_HU[0]
-    val[inner & (d >= shell) & (d < shell + core)] = TABLE_HU[1]
-    val[inner & (d >= shell + core) & (d < 2 * shell + core)] = TABLE_HU[0]
+    if region == 'head':                                                     # U: a half circle under the head, straight walls beside it
+        xc = -1 + (cols[0] + cols[-1] + 1) / n                               # the head's centre column
+        R = (cols[-1] - cols[0] + 1) / n + r(0.02, 0.08) + 6 / n             # half the head's width plus a gap
+        yc = y_bottom - r(0.01, 0.05) - 6 / n + R                            # the cup's centre: its bottom 3+ pixels below the head
+        shell, wall = r(0.008, 0.02), r(0.1, 0.9) * R
+        rad = np.hypot(X - xc, Y - yc)
+        cup = (Y <= yc) & (rad >= R) & (rad < R + shell)
+        walls = (Y > yc) & (Y <= yc + wall) & (np.abs(np.abs(X - xc) - R - shell / 2) < shell / 2)
+        val[cup | walls] = TABLE_HU[0]
+    else:                                                                    # couch: a shallow arc, shell / foam / shell
+        y_top = y_bottom - r(0.005, 0.04) - 6 / n                           # 3+ pixels below the body
+        R, half = r(1.2, 3.0), r(0.6, 0.95)
+        shell, core = r(0.006, 0.014), r(0.02, 0.07)
+        d = np.hypot(X, Y - (y_top + R)) - R                                 # depth below the top surface
+        inner = (np.abs(X) <= half) & (d >= 0)
+        val[inner & (d < shell)] = TABLE_HU[0]
+        val[inner & (d >= shell) & (d < shell + core)] = TABLE_HU[1]
+        val[inner & (d >= shell + core) & (d < 2 * shell + core)] = TABLE_HU[0]
     cover = ~np.isnan(val)
     blocks = lambda a: a.reshape(n, supersample, n, supersample)
     frac = blocks(cover).mean((1, 3))
     if not frac.any(): return hu, labels
     mean = blocks(np.where(cover, val, 0.)).sum((1, 3)) / np.maximum(blocks(cover).sum((1, 3)), 1)
-    free = np.zeros((n, n), bool); free[rows[-1] + 2:] = True                # only the air below the body
-    free &= hu <= -999.
+    near = F.max_pool2d(torch.from_numpy(body[None, None].astype(np.float32)), 5, 1, 2)[0, 0].numpy() > 0
+    free = ~near & (hu <= -999.)                                             # only air, at least two pixels from the body
     hu = np.where(free, (1 - frac) * hu + frac * mean, hu).astype(np.float32)
     k = supersample // 2
     labels = np.where(free & cover[k::supersample, k::supersample], LABELS[region].index('table'), labels).astype(labels.dtype)
     return hu, labels
 
 
-# %% ../nbs/02_phantoms.ipynb #7d8009c0
+# %% ../nbs/02_phantoms.ipynb #1e3bf90e
 LEVELS = {'head': ('ventricles', 'skull_base', 'vertex'), 'chest': ('heart',), 'abdomen': ('liver',)}   # slice levels per region; the first is the default
 _BUILDERS = {('head', 'ventricles'): _head, ('head', 'skull_base'): _head_base, ('head', 'vertex'): _head_vertex,
              ('chest', 'heart'): _chest, ('abdomen', 'liver'): _abdomen}
