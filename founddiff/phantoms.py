@@ -237,7 +237,7 @@ def _abdomen(r: _Draw) -> list[Ellipse]:
 _BUILDERS = {'head': _head, 'chest': _chest, 'abdomen': _abdomen}
 
 
-# %% ../nbs/02_phantoms.ipynb #a855e2c8
+# %% ../nbs/02_phantoms.ipynb #d8fa548c
 def _head_base(r: _Draw) -> list[Ellipse]:
     "Axial head at the skull base: orbits, nasal cavity and sinuses in front, petrous bones, mastoid air cells, posterior fossa."
     s = r(0.78, 0.88)                                      # the head fills 78-88% of the field
@@ -275,7 +275,7 @@ def _head_base(r: _Draw) -> list[Ellipse]:
     return es
 
 
-# %% ../nbs/02_phantoms.ipynb #33540d73
+# %% ../nbs/02_phantoms.ipynb #9dcda2e4
 def _head_vertex(r: _Draw) -> list[Ellipse]:
     "Axial head above the ventricles: a smaller, rounder section, a thick vault, grey and white matter, the falx and sulci."
     s = r(0.55, 0.8)                                       # the section shrinks towards the vertex
@@ -307,12 +307,13 @@ def _head_vertex(r: _Draw) -> list[Ellipse]:
     return es
 
 
-# %% ../nbs/02_phantoms.ipynb #c1308629
+# %% ../nbs/02_phantoms.ipynb #6a402eee
 TABLE_HU = (300., -900.)   # carbon-fibre shell and foam core of a patient couch (HU); a head holder is one shell
 
 def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
     """`hu` and `labels` with a patient couch (chest, abdomen: a shallow curved shell with a foam core below the back) or a
-    head holder (head: a U-shaped shell, a cup under the head whose side walls rise beside it) drawn in the air around the body."""
+    head holder (head: a U-shaped shell, a cup under the head whose side walls rise beside it, often with a foam pad
+    in it) drawn in the air around the body."""
     hu, labels = np.array(hu, dtype=np.float32), np.array(labels)
     n = hu.shape[-1]
     body = hu > -500
@@ -333,6 +334,13 @@ def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
         cup = (Y <= yc) & (rad >= R) & (rad < R + shell)
         walls = (Y > yc) & (Y <= yc + wall) & (np.abs(np.abs(X - xc) - R - shell / 2) < shell / 2)
         val[cup | walls] = TABLE_HU[0]
+        if r(0, 1) < 0.6:                                                    # a foam pad fills the cup around the head (touching it)
+            pad = (((Y <= yc) & (rad < R)) | ((Y > yc) & (Y <= yc + wall) & (np.abs(X - xc) < R))) & ~(cup | walls)
+            f = pad.reshape(n, supersample, n, supersample).mean((1, 3))
+            foam = r(-980, -880) + r(5, 30) * _texture(n, r.g)                # low density with a smooth mottle
+            hu = np.where(hu <= -999., (1 - f) * hu + f * foam, hu).astype(np.float32)
+            k = supersample // 2
+            labels = np.where((labels == 0) & pad[k::supersample, k::supersample], LABELS[region].index('table'), labels).astype(labels.dtype)
     else:                                                                    # couch: a shallow arc, shell / foam / shell
         y_top = y_bottom - r(0.005, 0.04) - 6 / n                           # 3+ pixels below the body
         R, half = r(1.2, 3.0), r(0.6, 0.95)
@@ -355,7 +363,7 @@ def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
     return hu, labels
 
 
-# %% ../nbs/02_phantoms.ipynb #1e3bf90e
+# %% ../nbs/02_phantoms.ipynb #62233cbc
 LEVELS = {'head': ('ventricles', 'skull_base', 'vertex'), 'chest': ('heart',), 'abdomen': ('liver',)}   # slice levels per region; the first is the default
 _BUILDERS = {('head', 'ventricles'): _head, ('head', 'skull_base'): _head_base, ('head', 'vertex'): _head_vertex,
              ('chest', 'heart'): _chest, ('abdomen', 'liver'): _abdomen}
