@@ -234,10 +234,7 @@ def _abdomen(r: _Draw) -> list[Ellipse]:
     es += _paraspinal(E, r, y0) + _spine(E, r, y0, 1.0)
     return es
 
-_BUILDERS = {'head': _head, 'chest': _chest, 'abdomen': _abdomen}
-
-
-# %% ../nbs/02_phantoms.ipynb #d8fa548c
+# %% ../nbs/02_phantoms.ipynb #2e9fa4d9
 def _head_base(r: _Draw) -> list[Ellipse]:
     "Axial head at the skull base: orbits, nasal cavity and sinuses in front, petrous bones, mastoid air cells, posterior fossa."
     s = r(0.78, 0.88)                                      # the head fills 78-88% of the field
@@ -275,7 +272,7 @@ def _head_base(r: _Draw) -> list[Ellipse]:
     return es
 
 
-# %% ../nbs/02_phantoms.ipynb #9dcda2e4
+# %% ../nbs/02_phantoms.ipynb #a78b7fc2
 def _head_vertex(r: _Draw) -> list[Ellipse]:
     "Axial head above the ventricles: a smaller, rounder section, a thick vault, grey and white matter, the falx and sulci."
     s = r(0.55, 0.8)                                       # the section shrinks towards the vertex
@@ -307,7 +304,7 @@ def _head_vertex(r: _Draw) -> list[Ellipse]:
     return es
 
 
-# %% ../nbs/02_phantoms.ipynb #6a402eee
+# %% ../nbs/02_phantoms.ipynb #62866270
 TABLE_HU = (300., -900.)   # carbon-fibre shell and foam core of a patient couch (HU); a head holder is one shell
 
 def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
@@ -363,7 +360,7 @@ def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
     return hu, labels
 
 
-# %% ../nbs/02_phantoms.ipynb #62233cbc
+# %% ../nbs/02_phantoms.ipynb #ddc485b5
 LEVELS = {'head': ('ventricles', 'skull_base', 'vertex'), 'chest': ('heart',), 'abdomen': ('liver',)}   # slice levels per region; the first is the default
 _BUILDERS = {('head', 'ventricles'): _head, ('head', 'skull_base'): _head_base, ('head', 'vertex'): _head_vertex,
              ('chest', 'heart'): _chest, ('abdomen', 'liver'): _abdomen}
