@@ -161,3 +161,19 @@ def test_train_small_script_end_to_end_tiny(tmp_path):
     den = load_model(w / 'dadiff_small.safetensors')
     assert den.unet.config.name == 'tiny' and den.daclip.config.name == 'tiny'   # conditioned on the stage-1 encoder
     assert not list(w.glob('.*.tmp'))
+
+
+def test_variety_builds_the_varied_phantom_set(tmp_path):
+    "variety (and fov_scale above 1) reach the main phantom set only, under their own cache folder and keys; bad values are refused."
+    from founddiff.train import build_slices
+    cfg = TrainConfig(phantoms=3, image_size=32, extra_sizes=(32,), fov_scale=(1.2, 1.5), variety=True,
+                      cache_dir=str(tmp_path / 'cache'), out=str(tmp_path / 'run'))
+    s = build_slices(cfg, progress=False)
+    assert (tmp_path / 'cache' / 'phantoms-32-fov-variety').is_dir() and (tmp_path / 'cache' / 'phantoms-32').is_dir()
+    varied = [k for k in s.keys if k.startswith('phantoms-32-fov-variety/')]
+    assert len(varied) == 3 * len(cfg.doses) and len(s.keys) == 2 * 3 * len(cfg.doses)
+    assert any('-z1.' in k for k in varied) and not any('-z' in k for k in s.keys if '/' not in k)
+    with pytest.raises(ValueError, match='variety must be true or false'): TrainConfig(variety='yes')
+    with pytest.raises(ValueError, match='fov_scale must satisfy'): TrainConfig(fov_scale=(0.5, 3))
+    assert TrainConfig.from_file(ROOT / 'configs' / 'daclip_small.json').variety is True
+    assert TrainConfig.from_file(ROOT / 'configs' / 'small.json').variety is False     # DA-Diff's data is unchanged
