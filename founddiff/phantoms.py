@@ -235,11 +235,13 @@ def _abdomen(r: _Draw) -> list[Ellipse]:
     return es
 
 # %% ../nbs/02_phantoms.ipynb #2e9fa4d9
-def _head_base(r: _Draw) -> list[Ellipse]:
-    "Axial head at the skull base: orbits, nasal cavity and sinuses in front, petrous bones, mastoid air cells, posterior fossa."
-    s = r(0.78, 0.88)                                      # the head fills 78-88% of the field
+def _head_frame(r: _Draw, scale: tuple, aspect: tuple):
+    """The draws every extra head level shares: the head's size (`scale` of the field), shift, tilt and width/length
+    (`aspect`), and its brain CT numbers. Returns `E`, which places an ellipse given in head coordinates, and
+    (A, white, grey, csf)."""
+    s = r(*scale)
     ox, oy, rot = r(-0.04, 0.04), r(-0.04, 0.04), r(-6, 6)
-    ar = r(0.78, 0.86)
+    ar = r(*aspect)
     white, csf = r(22, 30), r(4, 12)
     grey = white + r(10, 16)
     t = math.radians(rot)
@@ -247,7 +249,12 @@ def _head_base(r: _Draw) -> list[Ellipse]:
         x, y = s * cx, s * cy
         return Ellipse(ox + x * math.cos(t) - y * math.sin(t), oy + x * math.sin(t) + y * math.cos(t),
                        s * a, s * b, th + rot, hu, lab)
-    A, B = ar, 1.0
+    return E, ar, white, grey, csf
+
+def _head_base(r: _Draw) -> list[Ellipse]:
+    "Axial head at the skull base: orbits, nasal cavity and sinuses in front, petrous bones, mastoid air cells, posterior fossa."
+    E, A, white, grey, csf = _head_frame(r, (0.78, 0.88), (0.78, 0.86))   # the head fills 78-88% of the field
+    B = 1.0
     sk = r(0.06, 0.10)                                     # the skull base is thicker than the vault
     bone = r(1000, 1500)
     es = [E(0, 0, A, B, 0, r(20, 60), 'scalp'),
@@ -275,17 +282,8 @@ def _head_base(r: _Draw) -> list[Ellipse]:
 # %% ../nbs/02_phantoms.ipynb #a78b7fc2
 def _head_vertex(r: _Draw) -> list[Ellipse]:
     "Axial head above the ventricles: a smaller, rounder section, a thick vault, grey and white matter, the falx and sulci."
-    s = r(0.55, 0.8)                                       # the section shrinks towards the vertex
-    ox, oy, rot = r(-0.04, 0.04), r(-0.04, 0.04), r(-6, 6)
-    ar = r(0.82, 0.94)
-    white, csf = r(22, 30), r(4, 12)
-    grey = white + r(10, 16)
-    t = math.radians(rot)
-    def E(cx, cy, a, b, th, hu, lab):
-        x, y = s * cx, s * cy
-        return Ellipse(ox + x * math.cos(t) - y * math.sin(t), oy + x * math.sin(t) + y * math.cos(t),
-                       s * a, s * b, th + rot, hu, lab)
-    A, B = ar, 1.0
+    E, A, white, grey, csf = _head_frame(r, (0.55, 0.8), (0.82, 0.94))    # the section shrinks towards the vertex
+    B = 1.0
     sk = r(0.07, 0.12)                                     # relative to a smaller head, the vault looks thicker
     es = [E(0, 0, A, B, 0, r(20, 60), 'scalp'),
           E(0, 0, A - 0.04, B - 0.04, 0, r(900, 1500), 'skull'),
