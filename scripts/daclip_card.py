@@ -6,8 +6,8 @@
 
 1. Held-out phantoms (split 'test', never in training) at 64 and 128 px: unseen-dose Spearman, pair order, log-dose
    error and region accuracy, with a probe fitted on other held-out phantoms at the seen doses (`metrics.by_size`).
-2. Real CT, **evaluation only** (never training): the CT slices of pydicom's test data and the two bundled samples, each
-   simulated at its own size and pixel spacing at the eight doses (seed 0). The dose is read by a log-dose ridge probe
+2. Real CT, **evaluation only** (never training): the slices of `scripts/evaluate_all.py` (pydicom's test data and the two
+   bundled samples, with the regions it gives them), each simulated at its own size and pixel spacing at the eight doses (seed 0). The dose is read by a log-dose ridge probe
    fitted on held-out *plain* 512x512 phantoms at the seen doses and the region by their nearest centroid, as a new user
    would do it (`metrics.real_ct`). Nothing here feeds back into training.
 """
@@ -19,22 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_small import heldout
-from founddiff.core import DOSES, SEEN_DOSES, UNSEEN_DOSES, REGIONS, sample_path, atomic_write
+from evaluate_all import real_cases
+from founddiff.core import DOSES, SEEN_DOSES, UNSEEN_DOSES, REGIONS, atomic_write
 from founddiff.daclip import load_daclip, evaluate_daclip, weights_dir, ridge_probe, nearest_centroid, spearman
-from founddiff.io import read_dicom
 from founddiff.physics import simulate_doses
-
-# (name, path getter, region or None where the slice is none of the three): evaluation slices, never training data
-REAL = [('693_UNCI (bundled)', lambda: sample_path('693_UNCI.dcm'), 'head'),
-        ('CT_small (bundled)', lambda: sample_path('CT_small.dcm'), 'chest'),
-        ('J2K_pixelrep_mismatch', lambda: _testdata('J2K_pixelrep_mismatch.dcm'), 'head'),
-        ('bad_sequence', lambda: _testdata('bad_sequence.dcm'), None),          # body part: neck
-        ('explicit_VR-UN', lambda: _testdata('explicit_VR-UN.dcm'), 'abdomen')]
-
-
-def _testdata(name):
-    from pydicom.data import get_testdata_file
-    return get_testdata_file(name)
 
 
 def real_ct_rows(model, n_probe: int = 6):
@@ -43,15 +31,14 @@ def real_ct_rows(model, n_probe: int = 6):
     e = model.embed(ref[0], 8)
     probe, reg = ridge_probe(e.dose, ref[1].log()), nearest_centroid(e.anatomy, ref[2])
     rows = []
-    for name, get, region in REAL:
-        path = get()
-        if path is None: print(f"skip {name}: not available"); continue
-        img = read_dicom(path); sp = img.meta.get('pixel_spacing')
-        low, _ = simulate_doses(img.hu, DOSES, generator=0, pixel_spacing=tuple(sp) if sp else None)
+    cases, _ = real_cases()                                # the evaluation's real slices and regions ('other': none of the three)
+    for case in cases:
+        name, region, sp = case.name, (case.region if case.region in REGIONS else None), case.spacing
+        low, _ = simulate_doses(case.hu, DOSES, generator=0, pixel_spacing=tuple(sp) if sp else None)
         emb = model.embed(torch.as_tensor(np.asarray(low)), 8)
         pred, truth = probe(emb.dose).exp(), torch.tensor(DOSES)
         regs = [REGIONS[int(k)] for k in reg(emb.anatomy)]
-        rows.append(dict(slice=name, size=list(img.hu.shape), pixel_spacing_mm=round(float(sp[0]), 4) if sp else None,
+        rows.append(dict(slice=name, size=list(case.hu.shape), pixel_spacing_mm=round(float(sp[0]), 4) if sp else None,
                          spearman=round(spearman(pred, truth), 3),
                          median_dose_factor=round(float((pred / truth).log().abs().exp().median()), 2),
                          dose_read=[round(float(v), 3) for v in pred], region_truth=region, regions_read=regs,
