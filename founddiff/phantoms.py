@@ -320,6 +320,8 @@ def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
     X, Y = np.meshgrid(c, -c)                                                # sample positions, y up
     y_bottom = 1 - 2 * (rows[-1] + 1) / n                                    # the lowest body edge
     val = np.full((m, m), np.nan)
+    blocks = lambda a: a.reshape(n, supersample, n, supersample)            # samples -> (pixel, sample) blocks
+    k = supersample // 2                                                     # the centre sample of a pixel gives its label
     if region == 'head':                                                     # U: a half circle under the head, straight walls beside it
         xc = -1 + (cols[0] + cols[-1] + 1) / n                               # the head's centre column
         R = (cols[-1] - cols[0] + 1) / n + r(0.02, 0.08) + 6 / n             # half the head's width plus a gap
@@ -331,10 +333,9 @@ def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
         val[cup | walls] = TABLE_HU[0]
         if r(0, 1) < 0.6:                                                    # a foam pad fills the cup around the head (touching it)
             pad = (((Y <= yc) & (rad < R)) | ((Y > yc) & (Y <= yc + wall) & (np.abs(X - xc) < R))) & ~(cup | walls)
-            f = pad.reshape(n, supersample, n, supersample).mean((1, 3))
+            f = blocks(pad).mean((1, 3))
             foam = r(-980, -880) + r(5, 30) * _texture(n, r.g)                # low density with a smooth mottle
             hu = np.where(hu <= -999., (1 - f) * hu + f * foam, hu).astype(np.float32)
-            k = supersample // 2
             labels = np.where((labels == 0) & pad[k::supersample, k::supersample], LABELS[region].index('table'), labels).astype(labels.dtype)
     else:                                                                    # couch: a shallow arc, shell / foam / shell
         y_top = y_bottom - r(0.005, 0.04) - 6 / n                           # 3+ pixels below the body
@@ -346,14 +347,12 @@ def add_table(hu, labels, region: str, generator=None, supersample: int = 4):
         val[inner & (d >= shell) & (d < shell + core)] = TABLE_HU[1]
         val[inner & (d >= shell + core) & (d < 2 * shell + core)] = TABLE_HU[0]
     cover = ~np.isnan(val)
-    blocks = lambda a: a.reshape(n, supersample, n, supersample)
     frac = blocks(cover).mean((1, 3))
     if not frac.any(): return hu, labels
     mean = blocks(np.where(cover, val, 0.)).sum((1, 3)) / np.maximum(blocks(cover).sum((1, 3)), 1)
     near = F.max_pool2d(torch.from_numpy(body[None, None].astype(np.float32)), 5, 1, 2)[0, 0].numpy() > 0
     free = ~near & (hu <= -999.)                                             # only air, at least two pixels from the body
     hu = np.where(free, (1 - frac) * hu + frac * mean, hu).astype(np.float32)
-    k = supersample // 2
     labels = np.where(free & cover[k::supersample, k::supersample], LABELS[region].index('table'), labels).astype(labels.dtype)
     return hu, labels
 
