@@ -461,12 +461,18 @@ class Trainer:
             loss, rec = self.ddp(*batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        lv = loss.detach().float()
+        if self.world > 1: dist.all_reduce(lv); lv /= self.world              # the mean loss: the same on every rank
         gn = nn.utils.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        if not bool(torch.isfinite(lv)) or (exists(gn) and not bool(torch.isfinite(gn))):   # every rank decides alike: no hang
+            self.opt.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"step {self.step + 1}: the loss ({float(lv):.4g}) or the gradient norm "
+                                     f"({float(gn) if exists(gn) else 'not clipped'}) is not finite, so the weights were left as "
+                                     f"they were; lower TrainConfig.lr (now {cfg.lr:g}) or check the data, then resume from the "
+                                     f"last checkpoint in {self.out}")
         self.opt.step()
         self.ema.update_parameters(self.model)
         self.step += 1
-        lv = loss.detach().float()
-        if self.world > 1: dist.all_reduce(lv); lv /= self.world
         rec = dict(step=self.step, loss=float(lv), lr=self.opt.param_groups[0]['lr'], **rec)
         if exists(gn): rec['grad_norm'] = float(gn)
         return rec
