@@ -90,12 +90,16 @@ def test_two_gloo_processes_match_one(setup):
 
 
 def test_config_files(tmp_path):
-    for name in ('tiny', 'small', 'daclip_small', 'paper'):
+    for name in ('tiny', 'small', 'small_long', 'daclip_small', 'paper'):
         cfg = TrainConfig.from_file(ROOT / 'configs' / f'{name}.json')
         assert cfg.doses == (1/2, 1/4, 1/6, 1/10) and cfg.model in ('dadiff', 'daclip')
     small = TrainConfig.from_file(ROOT / 'configs' / 'small.json')
     assert (small.config, small.image_size) == ('small', 512) and 96 <= small.patch <= 128
     assert TrainConfig.from_file(ROOT / 'configs' / 'daclip_small.json').image_size == 512
+    long = TrainConfig.from_file(ROOT / 'configs' / 'small_long.json')   # the experiment of notebook 11: DA-CLIP's varied data
+    daclip = TrainConfig.from_file(ROOT / 'configs' / 'daclip_small.json')
+    assert (long.phantoms, long.fov_scale, long.variety, long.source_dose) == (daclip.phantoms, daclip.fov_scale, True, daclip.source_dose)
+    assert long.out != small.out and long.steps > small.steps
     p = tmp_path / 'c.json'
     p.write_text(json.dumps({'model': 'dadiff', 'learning_rate': 1e-3}))
     with pytest.raises(ValueError, match=r"c\.json.*unknown TrainConfig field\(s\) \['learning_rate'\]"): TrainConfig.from_file(p)
