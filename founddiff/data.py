@@ -18,8 +18,8 @@ from .physics import _check_dose, _check_doses
 
 # %% auto #0
 __all__ = ['SCALES', 'make_sample', 'augment_pair', 'read_nifti', 'PhantomSource', 'FileSource', 'find_slices', 'DoseCache',
-           'SimulatedDoseDataset', 'PhantomSources', 'phantom_dataset', 'folder_dataset', 'split_by_patient',
-           'PairedDataset', 'phantom_splits', 'get_dataloaders']
+           'phantom_stamp', 'SimulatedDoseDataset', 'PhantomSources', 'phantom_dataset', 'folder_dataset',
+           'split_by_patient', 'PairedDataset', 'phantom_splits', 'get_dataloaders']
 
 # %% ../nbs/04_data.ipynb #b356cf67
 SCALES = ('unit', 'hu')
@@ -226,6 +226,20 @@ def _check_source_dose(v):
     if lo > hi: raise ValueError(f"source_dose: lo must not exceed hi, got {v!r}")
     return (lo, hi)
 
+_STAMP_SIZE = 64
+def phantom_stamp() -> str:
+    "A fingerprint of how `founddiff.phantoms` draws: a hash of small phantoms of every region, slice level and couch choice (to 1 HU, as the cache stores them)."
+    global _STAMP
+    if '_STAMP' not in globals():
+        h = hashlib.sha256()
+        for region, levels in LEVELS.items():
+            for level in levels:
+                for table in (False, True):
+                    hu = phantom(region, _STAMP_SIZE, 1, level=level, table=table)
+                    h.update(f"{region}|{level}|{table}|".encode()); h.update(np.rint(np.asarray(hu, np.float64)).tobytes())
+        _STAMP = h.hexdigest()[:16]
+    return _STAMP
+
 class SimulatedDoseDataset(Dataset):
     "Pairs (simulated LDCT, NDCT) of normal-dose `sources` at each of `doses`; see `make_sample` for an item."
     def __init__(self, sources, doses=SEEN_DOSES, *,
@@ -253,6 +267,8 @@ class SimulatedDoseDataset(Dataset):
         cfg = dict(version=2, doses=list(self.doses), seed=self.seed, match_noise=self.match_noise,
                    sim={k: v for k, v in sorted(self.sim.items())})
         if exists(self.source_dose): cfg['source_dose'] = list(self.source_dose)   # only when set: older caches stay valid
+        if isinstance(self.sources, PhantomSources) or any(isinstance(s, PhantomSource) for s in self.sources):
+            cfg['phantom_drawing'] = phantom_stamp()                           # phantoms drawn by other code: another cache
         return cfg
 
     def __len__(self): return len(self.sources) * len(self.doses)

@@ -216,3 +216,14 @@ def test_paired_dataset_bad_dose_named(tmp_path):
     a = tmp_path/'a.npy'; np.save(a, np.zeros((16, 16), np.float32))
     for bad in ('half', float('nan'), 0.5j, True):
         with pytest.raises(ValueError, match='dose must be'): PairedDataset([(a, a, bad, 'chest')])
+
+
+def test_phantom_cache_is_refused_after_the_drawing_changes(tmp_path, monkeypatch):
+    import founddiff.data as D
+    ds = phantom_dataset(3, 32, doses=[0.5], cache_dir=tmp_path)
+    ds.build_cache(progress=False)
+    assert json.loads((tmp_path / 'cache.json').read_text())['phantom_drawing'] == D.phantom_stamp()
+    assert phantom_dataset(3, 32, doses=[0.5], cache_dir=tmp_path).build_cache(progress=False) == 0   # same code: served
+    monkeypatch.setattr(D, '_STAMP', 'other-drawing-00', raising=False)               # as if founddiff.phantoms had changed
+    with pytest.raises(ValueError, match='phantom_drawing differ'):
+        phantom_dataset(3, 32, doses=[0.5], cache_dir=tmp_path)
