@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #6d578fa4
 from __future__ import annotations
-import hashlib, json, math, numbers, re, time
+import functools, hashlib, json, math, numbers, re, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -226,19 +226,16 @@ def _check_source_dose(v):
     if lo > hi: raise ValueError(f"source_dose: lo must not exceed hi, got {v!r}")
     return (lo, hi)
 
-_STAMP_SIZE = 64
+@functools.cache
 def phantom_stamp() -> str:
-    "A fingerprint of how `founddiff.phantoms` draws: a hash of small phantoms of every region, slice level and couch choice (to 1 HU, as the cache stores them)."
-    global _STAMP
-    if '_STAMP' not in globals():
-        h = hashlib.sha256()
-        for region, levels in LEVELS.items():
-            for level in levels:
-                for table in (False, True):
-                    hu = phantom(region, _STAMP_SIZE, 1, level=level, table=table)
-                    h.update(f"{region}|{level}|{table}|".encode()); h.update(np.rint(np.asarray(hu, np.float64)).tobytes())
-        _STAMP = h.hexdigest()[:16]
-    return _STAMP
+    "A fingerprint of how `founddiff.phantoms` draws: a hash of 64 px phantoms of every region, slice level and couch choice (to 1 HU, as the cache stores them)."
+    h = hashlib.sha256()
+    for region, levels in LEVELS.items():
+        for level in levels:
+            for table in (False, True):
+                hu = phantom(region, 64, 1, level=level, table=table)
+                h.update(f"{region}|{level}|{table}|".encode()); h.update(np.rint(np.asarray(hu, np.float64)).tobytes())
+    return h.hexdigest()[:16]
 
 class SimulatedDoseDataset(Dataset):
     "Pairs (simulated LDCT, NDCT) of normal-dose `sources` at each of `doses`; see `make_sample` for an item."

@@ -224,6 +224,6 @@ def test_phantom_cache_is_refused_after_the_drawing_changes(tmp_path, monkeypatc
     ds.build_cache(progress=False)
     assert json.loads((tmp_path / 'cache.json').read_text())['phantom_drawing'] == D.phantom_stamp()
     assert phantom_dataset(3, 32, doses=[0.5], cache_dir=tmp_path).build_cache(progress=False) == 0   # same code: served
-    monkeypatch.setattr(D, '_STAMP', 'other-drawing-00', raising=False)               # as if founddiff.phantoms had changed
+    monkeypatch.setattr(D, 'phantom_stamp', lambda: 'other-drawing-00')               # as if founddiff.phantoms had changed
     with pytest.raises(ValueError, match='phantom_drawing differ'):
         phantom_dataset(3, 32, doses=[0.5], cache_dir=tmp_path)
