@@ -36,7 +36,8 @@ class DACLIPConfig:
     pool: int = 4                               # the noise-energy and image stems are average-pooled by this factor
     gain: float = 10.0                          # initial gain of the noise stem (on the [0, 1] scale; 1 unit = 3000 HU)
     feat_dim: int = 128                         # pooled backbone feature (CLIP RN50's attention pool gives 1024)
-    head_hidden: int = 256                      # hidden width of the two head MLPs (paper: 1024)
+    head_hidden: int = 256                      # hidden width of the head MLPs (paper: 1024)
+    dose_head: str = 'mlp'                      # 'mlp' (the paper's) or 'linear': a linear map keeps the backbone's dose order beyond the seen doses
     dose_dim: int = 1024                        # dose embedding, DA-Diff's dose input: 1024 in every config
     anat_dim: int = 256                         # anatomy embedding, DA-Diff's anatomy input: 256 in every config
     n_regions: int = 3                          # head, chest, abdomen
@@ -45,6 +46,7 @@ class DACLIPConfig:
 
     def __post_init__(self):
         if self.backbone not in ('cnn', 'rn50'): raise ValueError(f"backbone must be 'cnn' or 'rn50', got {self.backbone!r}")
+        if self.dose_head not in ('mlp', 'linear'): raise ValueError(f"dose_head must be 'mlp' or 'linear', got {self.dose_head!r}")
         object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
         if len(self.widths) < 2: raise ValueError(f"widths needs at least 2 entries (stem + one stage), got {self.widths}")
 
@@ -206,7 +208,8 @@ class DACLIP(nn.Module):
             self.backbone = CLIPVisualBackbone(cfg.clip_model, cfg.clip_pretrained)
             if self.backbone.out_dim != cfg.feat_dim:
                 raise ValueError(f"{cfg.clip_model} gives {self.backbone.out_dim}-d features but config.feat_dim is {cfg.feat_dim}")
-        self.dose_head = _mlp(cfg.feat_dim, cfg.head_hidden, cfg.dose_dim)
+        self.dose_head = (_mlp(cfg.feat_dim, cfg.head_hidden, cfg.dose_dim) if cfg.dose_head == 'mlp'
+                          else nn.Linear(cfg.feat_dim, cfg.dose_dim))   # 'linear': no ReLU to fold doses outside the seen range
         self.anat_head = _mlp(cfg.feat_dim, cfg.head_hidden, cfg.anat_dim)
 
     def forward(self, x: torch.Tensor) -> DAEmbedding:       # x: (B, 1, H, W) on [0, 1]

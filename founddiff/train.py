@@ -104,8 +104,13 @@ def train_daclip(model: DACLIP,
     lab = dose_label(all_d, cfg.dose_label)
     obj = DACLIPObjective(model, cfg, torch.unique(all_d), (lab.mean().item(), lab.std().clamp_min(1e-6).item())).to(dev)
     sizes = torch.tensor([len(x) for x in images], dtype=torch.float)   # a batch comes from one set, chosen by its size
-    opt = torch.optim.AdamW(obj.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in obj.parameters() if p.requires_grad]   # parameters set to requires_grad=False stay as they are
+    if not params: raise ValueError("train_daclip: every parameter of the model is frozen (requires_grad=False); nothing to train")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train(); hist = []; t0 = time.perf_counter()
+    for mod in model.modules():                               # a wholly frozen part (e.g. the backbone) also keeps its BatchNorm statistics
+        own = list(mod.parameters())
+        if own and not any(p.requires_grad for p in own): mod.eval()
     for step in range(cfg.steps):
         for grp in opt.param_groups: grp['lr'] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         k = int(torch.multinomial(sizes, 1, generator=g)) if len(images) > 1 else 0

@@ -5,8 +5,12 @@
     python scripts/train_small.py --skip-daclip   # keep the shipped DA-CLIP, train DA-Diff only
     python scripts/train_small.py --bench         # measure steps/s of both configs here and exit (no training run)
 
-Stage 1 trains DA-CLIP with `configs/daclip_small.json` (phantoms at 512x512, plus 64/128 px) and writes its EMA weights to
-founddiff/weights/daclip_small.{safetensors,json}. Stage 2 trains DA-Diff `small` with `configs/small.json` on random
+Stage 1 trains DA-CLIP with `configs/daclip_small.json` (phantoms at 512x512, plus 64/128 px; MLP heads, as in the
+paper) and writes its weights to founddiff/weights/daclip_small.{safetensors,json}. With `--head-steps N` a stage 1b
+follows: that encoder's backbone and anatomy head are frozen and a *linear* dose head is fitted on the same data for N
+steps (notebook 06: it keeps the backbone's dose order beyond the seen doses, where the MLP head can fold back); then
+stage 1 goes to the run folder and stage 1b's encoder to the weights. `--dose-head-from W.safetensors --head-steps N`
+runs stage 1b alone on an existing encoder. Stage 2 trains DA-Diff `small` with `configs/small.json` on random
 patches of 512x512 phantoms at the seen doses, conditioned on that DA-CLIP's whole-slice embeddings, and writes
 founddiff/weights/dadiff_small.safetensors (`founddiff.pipeline.save_model`, EMA weights) with a model card
 dadiff_small.md / .json and the loss curve dadiff_small_loss.png. Training data: phantoms only; real slices
@@ -19,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from founddiff.core import atomic_write, hu_to_unit, DOSES, SEEN_DOSES, UNSEEN_DOSES, REGIONS, dose_name
-from founddiff.daclip import save_daclip, load_daclip, weights_dir, evaluate_daclip
+from founddiff.core import atomic_write, hu_to_unit, unit_to_hu, DOSES, SEEN_DOSES, UNSEEN_DOSES, REGIONS, dose_name
+from founddiff.daclip import DACLIP, save_daclip, load_daclip, weights_dir, evaluate_daclip
 from founddiff.data import phantom_dataset
 from founddiff.pipeline import Denoiser, save_model, load_model
-from founddiff.train import TrainConfig, Trainer, build_slices, embed_slices, train_from_config
+from founddiff.train import TrainConfig, Trainer, build_slices, embed_slices, train_from_config, train_daclip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,9 +77,45 @@ def stage_daclip(args, log):
                    steps=tr.step, machine=machine(), command=args.command,
                    data=dict(phantoms=cfg.phantoms, sizes=[cfg.image_size, *cfg.extra_sizes], doses=list(cfg.doses),
                              test='held-out phantoms (split test) at all 8 doses, probe fitted on other held-out phantoms at seen doses'))
-    path = save_daclip(model, args.weights_dir / 'daclip_small', cfg.daclip_train_config(), metrics)
+    dest = Path(cfg.out) / 'daclip_small_stage1' if args.head_steps else args.weights_dir / 'daclip_small'   # with stage 1b: the run folder
+    path = save_daclip(model, dest, cfg.daclip_train_config(), metrics)
     log(f"DA-CLIP: {tr.step} steps, {tr.wall:.0f} s of training, {tr.step / max(tr.wall, 1e-9):.3f} steps/s "
         f"({time.perf_counter() - t0:.0f} s in all this session); {scal}; saved {path}")
+    return path
+
+
+def stage_dose_head(args, log, source: Path):
+    "Stage 1b: the stage-1 encoder's backbone and anatomy head, frozen, under a linear dose head fitted on the same data."
+    cfg = TrainConfig.from_file(args.daclip_config)
+    base = load_daclip(path=source)
+    torch.manual_seed(cfg.seed)
+    model = DACLIP(replace(base.config, dose_head='linear'))
+    for part in ('backbone', 'anat_head'):
+        getattr(model, part).load_state_dict(getattr(base, part).state_dict())
+        for p in getattr(model, part).parameters(): p.requires_grad_(False)
+    sl = build_slices(cfg)
+    groups = {}                                               # train_daclip takes one HU set per image size
+    for x, d, r in zip(sl.ldct, sl.doses, sl.regions): groups.setdefault(tuple(x.shape), []).append((x, d, r))
+    sets = [[torch.stack([g[j] for g in grp]) for j in range(3)] for grp in groups.values()]
+    tcfg = replace(cfg.daclip_train_config(), steps=args.head_steps, w_anat=0.0)
+    t0 = time.perf_counter()
+    train_daclip(model, [unit_to_hu(s[0]) for s in sets], [s[1] for s in sets], [s[2] for s in sets], tcfg)
+    wall = time.perf_counter() - t0
+    train = heldout(cfg.image_size, 3 * args.eval_phantoms, SEEN_DOSES, seed=1)
+    test = heldout(cfg.image_size, 3 * args.eval_phantoms, DOSES, seed=2)
+    res = evaluate_daclip(model.eval(), train[:3], test[:3], UNSEEN_DOSES, batch_size=8)
+    scal = {k: round(float(v), 4) for k, v in res.items() if isinstance(v, float)}
+    stage1 = json.loads(source.with_suffix('.json').read_text()).get('metrics', {})
+    metrics = dict(scal, weights='ema (stage 1) + linear dose head (stage 1b)', metrics_at_size=cfg.image_size,
+                   by_size={str(cfg.image_size): scal},
+                   train_time_s=round(float(stage1.get('train_time_s', float('nan'))) + wall, 1),
+                   steps=stage1.get('steps'), machine=machine(), command=args.command, data=stage1.get('data'),
+                   stage1=dict(source=source.name, train_time_s=stage1.get('train_time_s'), steps=stage1.get('steps'),
+                               command=stage1.get('command'), **{k: stage1.get(k) for k in ('spearman_unseen', 'log_dose_error_unseen', 'real_ct')}),
+                   dose_head=dict(kind='linear', steps=tcfg.steps, train_time_s=round(wall, 1), lr=tcfg.lr, rnc_tau=tcfg.rnc_tau,
+                                  what='backbone and anatomy head frozen (weights and BatchNorm statistics); Rank-N-Contrast on log dose only'))
+    path = save_daclip(model, args.weights_dir / 'daclip_small', cfg.daclip_train_config(), metrics)
+    log(f"DA-CLIP stage 1b: {tcfg.steps} steps of the linear dose head in {wall:.0f} s; {scal}; saved {path}")
     return metrics
 
 
@@ -125,6 +165,8 @@ def main(argv=None):
     ap.add_argument('--daclip-config', default=str(ROOT / 'configs' / 'daclip_small.json'), help='DA-CLIP training config')
     ap.add_argument('--skip-daclip', action='store_true', help='keep the shipped DA-CLIP weights')
     ap.add_argument('--skip-dadiff', action='store_true', help='train DA-CLIP only')
+    ap.add_argument('--head-steps', type=int, default=0, help='stage 1b: steps of a linear dose head on the frozen stage-1 encoder (0: no stage 1b)')
+    ap.add_argument('--dose-head-from', default=None, help='stage 1b only, on this stage-1 DA-CLIP (.safetensors): skips stage 1')
     ap.add_argument('--eval-phantoms', type=int, default=3, help='held-out phantoms per stage for the quick tables')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     ap.add_argument('--bench', action='store_true', help='measure steps/s of both configs and exit')
@@ -142,7 +184,12 @@ def main(argv=None):
                 f"-> {sps * 3600:.0f} steps/hour on {machine()}")
         return
     t0 = time.perf_counter()
-    if not args.skip_daclip: stage_daclip(args, log)
+    if args.dose_head_from:
+        if not args.head_steps: ap.error('--dose-head-from needs --head-steps N (N > 0)')
+        stage_dose_head(args, log, Path(args.dose_head_from).with_suffix('.safetensors'))
+    elif not args.skip_daclip:
+        path = stage_daclip(args, log)
+        if args.head_steps: stage_dose_head(args, log, path)
     if not args.skip_dadiff: stage_dadiff(args, log)
     log(f"done in {(time.perf_counter() - t0) / 60:.1f} min")
 

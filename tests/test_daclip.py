@@ -72,3 +72,24 @@ def test_training_loop_lives_in_train():
     tree = ast.parse((ROOT / 'founddiff' / 'daclip.py').read_text())
     mods = {('founddiff.' if n.level else '') + n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert {m for m in mods if m.startswith('founddiff')} <= {'founddiff.core', 'founddiff.losses'}, mods
+
+
+def test_shipped_small_reads_the_bundled_real_slices_in_dose_order():
+    "Real CT, evaluation only: both bundled slices, simulated at their own pixel spacing at all eight doses, are read in dose order."
+    import numpy as np
+    from founddiff.core import sample_path, DOSES, SEEN_DOSES
+    from founddiff.io import read_dicom
+    from founddiff.physics import simulate_doses
+    from founddiff.data import phantom_dataset
+    from founddiff.daclip import ridge_probe, spearman
+    m = load_daclip('small')
+    ds = phantom_dataset(6, 512, doses=SEEN_DOSES, seed=1, split='test', scale='hu')   # held-out phantoms fit the probe
+    items = [ds[i] for i in range(len(ds))]
+    probe = ridge_probe(m.embed(torch.stack([s['ldct'][0] for s in items]), 8).dose,
+                        torch.tensor([float(s['dose']) for s in items]).log())
+    truth = torch.tensor(DOSES)
+    for name in ('693_UNCI.dcm', 'CT_small.dcm'):
+        img = read_dicom(sample_path(name))
+        low, _ = simulate_doses(img.hu, DOSES, generator=0, pixel_spacing=tuple(img.meta['pixel_spacing']))
+        read = probe(m.embed(torch.as_tensor(np.asarray(low)), 8).dose).exp()
+        assert spearman(read, truth) == 1.0, (name, read)            # 1/20, outside the seen range, included

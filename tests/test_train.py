@@ -167,6 +167,26 @@ def test_train_small_script_end_to_end_tiny(tmp_path):
     assert not list(w.glob('.*.tmp'))
 
 
+def test_train_small_stage_1b_fits_a_linear_dose_head_on_the_frozen_encoder(tmp_path):
+    "--head-steps: stage 1 goes to the run folder, stage 1b's encoder (its backbone and anatomy head bit for bit stage 1's) to the weights."
+    from founddiff.daclip import load_daclip
+    common = dict(phantoms=3, image_size=64, steps=2, log_every=0, checkpoint_every=0, cache_dir=str(tmp_path / 'cache'), threads=2)
+    TrainConfig(model='daclip', config='tiny', patch=0, batch_size=6, out=str(tmp_path / 'dc'), **common).to_file(tmp_path / 'dc.json')
+    w, script = tmp_path / 'weights', str(ROOT / 'scripts' / 'train_small.py')
+    r = subprocess.run([sys.executable, script, '--daclip-config', str(tmp_path / 'dc.json'), '--weights-dir', str(w), '--eval-phantoms', '1',
+                        '--skip-dadiff', '--head-steps', '3'], capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    s1, s1b = load_daclip(path=tmp_path / 'dc' / 'daclip_small_stage1.safetensors'), load_daclip(path=w / 'daclip_small.safetensors')
+    assert (s1.config.dose_head, s1b.config.dose_head) == ('mlp', 'linear') and isinstance(s1b.dose_head, torch.nn.Linear)
+    a, b = s1.state_dict(), s1b.state_dict()
+    for k in a:
+        if k.startswith(('backbone.', 'anat_head.')): assert torch.equal(a[k], b[k]), k
+    meta = json.loads((w / 'daclip_small.json').read_text())['metrics']
+    assert meta['dose_head']['steps'] == 3 and meta['stage1']['source'] == 'daclip_small_stage1.safetensors'
+    r = subprocess.run([sys.executable, script, '--dose-head-from', str(w / 'daclip_small'), '--skip-dadiff'], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and '--head-steps' in r.stderr
+
+
 def test_variety_builds_the_varied_phantom_set(tmp_path):
     "variety (and fov_scale above 1) reach the main phantom set only, under their own cache folder and keys; bad values are refused."
     from founddiff.train import build_slices
