@@ -6,11 +6,11 @@
     python scripts/train_small.py --bench         # measure steps/s of both configs here and exit (no training run)
 
 Stage 1 trains DA-CLIP with `configs/daclip_small.json` (phantoms at 512x512, plus 64/128 px; MLP heads, as in the
-paper) and writes its weights to founddiff/weights/daclip_small.{safetensors,json}. With `--head-steps N` a stage 1b
-follows: that encoder's backbone and anatomy head are frozen and a *linear* dose head is fitted on the same data for N
-steps (notebook 06: it keeps the backbone's dose order beyond the seen doses, where the MLP head can fold back); then
-stage 1 goes to the run folder and stage 1b's encoder to the weights. `--dose-head-from W.safetensors --head-steps N`
-runs stage 1b alone on an existing encoder. Stage 2 trains DA-Diff `small` with `configs/small.json` on random
+paper) and keeps it in its run folder; stage 1b freezes that encoder's backbone and anatomy head and fits a *linear*
+dose head on the same data for `--head-steps` steps (600; notebook 06: it keeps the backbone's dose order beyond the
+seen doses, where the MLP head can fold back) and writes founddiff/weights/daclip_small.{safetensors,json}
+(`--head-steps 0`: stage 1's encoder goes there instead). `--dose-head-from W.safetensors` runs stage 1b alone on an
+existing encoder. Stage 2 trains DA-Diff `small` with `configs/small.json` on random
 patches of 512x512 phantoms at the seen doses, conditioned on that DA-CLIP's whole-slice embeddings, and writes
 founddiff/weights/dadiff_small.safetensors (`founddiff.pipeline.save_model`, EMA weights) with a model card
 dadiff_small.md / .json and the loss curve dadiff_small_loss.png. Training data: phantoms only; real slices
@@ -165,7 +165,7 @@ def main(argv=None):
     ap.add_argument('--daclip-config', default=str(ROOT / 'configs' / 'daclip_small.json'), help='DA-CLIP training config')
     ap.add_argument('--skip-daclip', action='store_true', help='keep the shipped DA-CLIP weights')
     ap.add_argument('--skip-dadiff', action='store_true', help='train DA-CLIP only')
-    ap.add_argument('--head-steps', type=int, default=0, help='stage 1b: steps of a linear dose head on the frozen stage-1 encoder (0: no stage 1b)')
+    ap.add_argument('--head-steps', type=int, default=600, help='stage 1b: steps of a linear dose head on the frozen stage-1 encoder (0: no stage 1b; the shipped encoder: 600)')
     ap.add_argument('--dose-head-from', default=None, help='stage 1b only, on this stage-1 DA-CLIP (.safetensors): skips stage 1')
     ap.add_argument('--eval-phantoms', type=int, default=3, help='held-out phantoms per stage for the quick tables')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
@@ -185,7 +185,7 @@ def main(argv=None):
         return
     t0 = time.perf_counter()
     if args.dose_head_from:
-        if not args.head_steps: ap.error('--dose-head-from needs --head-steps N (N > 0)')
+        if not args.head_steps: ap.error('--dose-head-from needs --head-steps N > 0')
         stage_dose_head(args, log, Path(args.dose_head_from).with_suffix('.safetensors'))
     elif not args.skip_daclip:
         path = stage_daclip(args, log)

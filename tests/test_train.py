@@ -155,7 +155,7 @@ def test_train_small_script_end_to_end_tiny(tmp_path):
     TrainConfig(model='dadiff', config='tiny', patch=32, batch_size=2, out=str(tmp_path / 'dd'), **common).to_file(tmp_path / 'dd.json')
     w = tmp_path / 'weights'
     r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_small.py'), '--config', str(tmp_path / 'dd.json'),
-                        '--daclip-config', str(tmp_path / 'dc.json'), '--weights-dir', str(w), '--eval-phantoms', '1'],
+                        '--daclip-config', str(tmp_path / 'dc.json'), '--weights-dir', str(w), '--eval-phantoms', '1', '--head-steps', '2'],
                        capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     assert {'daclip_small.safetensors', 'daclip_small.json', 'dadiff_small.safetensors', 'dadiff_small.json', 'dadiff_small.md',
@@ -163,7 +163,8 @@ def test_train_small_script_end_to_end_tiny(tmp_path):
     card = json.loads((w / 'dadiff_small.json').read_text())
     assert card['steps'] == 2 and set(card['psnr']['rows']) == {'1/2', '1/3', '1/4', '1/5', '1/6', '1/8', '1/10', '1/20'}
     den = load_model(w / 'dadiff_small.safetensors')
-    assert den.unet.config.name == 'tiny' and den.daclip.config.name == 'tiny'   # conditioned on the stage-1 encoder
+    assert den.unet.config.name == 'tiny' and den.daclip.config.name == 'tiny'   # conditioned on the stage-1b encoder
+    assert den.daclip.config.dose_head == 'linear' and (tmp_path / 'dc' / 'daclip_small_stage1.safetensors').exists()
     assert not list(w.glob('.*.tmp'))
 
 
