@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DataLoader
-from .core import exists, default, hu_to_unit, atomic_write
+from .core import exists, default, hu_to_unit, atomic_write, check_number
 from .io import read_slice, CTPair, CTImage, CTReadError
-from .phantoms import phantom, REGIONS, FOV_MM, LEVELS
+from .phantoms import phantom, add_scanner_air, REGIONS, FOV_MM, LEVELS
 from .physics import simulate_doses, DOSES, SEEN_DOSES, UNSEEN_DOSES, FanBeamGeometry
 from .physics import _check_dose, _check_doses
 
@@ -99,10 +99,11 @@ class PhantomSource:
     zoom: float = 1.0                  # < 1: drawn on zoom * size pixels, centred in air (wider field, coarser pixels); > 1: a crop of a larger drawing (narrower field, finer pixels)
     level: str | None = None           # the slice level (`phantoms.LEVELS`; None: the region's first)
     table: bool = False                # with the patient couch / head holder
+    air: bool = False                  # with the air of a real scan (`phantoms.add_scanner_air`) instead of flat -1000 HU
     @property
     def key(self) -> str:
         return (f"phantom-{self.split}-{self.region}-{self.size}-s{self.seed}-{self.index:07d}" + (f"-z{self.zoom:.4f}" if self.zoom != 1 else '')
-                + (f"-{self.level}" if exists(self.level) else '') + ('-table' if self.table else ''))
+                + (f"-{self.level}" if exists(self.level) else '') + ('-table' if self.table else '') + ('-air' if self.air else ''))
     @property
     def patient(self) -> str: return self.key
     def load(self):
@@ -116,6 +117,7 @@ class PhantomSource:
         elif k > self.size:                                            # a narrower field of view: a crop at a seeded place, finer pixels
             i, j = np.random.default_rng(_stable_seed('crop', self.key)).integers(0, k - self.size + 1, 2)
             hu = hu[i:i + self.size, j:j + self.size]
+        if self.air: hu = add_scanner_air(hu, _stable_seed('air', self.key))   # on the image grid, after the crop
         return hu.astype(np.float32), FOV_MM[self.region] / k
 
 @dataclass(frozen=True)
@@ -356,10 +358,12 @@ class PhantomSources:
     "A lazy sequence of `n` `PhantomSource`s cycling through `regions` (nothing is stored: n can be huge)."
     def __init__(self, n: int, size: int = 64, regions=REGIONS, seed: int = 0, split: str = 'train',
                  fov_scale=None,             # None, or (lo, hi) in [0.1, 2]: each phantom drawn on zoom x the image, log-uniform (> 1: a crop)
-                 variety: bool = False):     # each phantom also draws its slice level and whether the couch is in view
+                 variety: bool = False,      # each phantom also draws its slice level and whether the couch is in view
+                 air: float = 0.0):          # probability that a phantom shows the air of a real scan (`phantoms.add_scanner_air`)
         self.fov_scale = _check_fov_scale(fov_scale)
         if not isinstance(variety, (bool, np.bool_)): raise TypeError(f"variety must be True or False, got {variety!r}")
         self.variety = bool(variety)
+        self.air = check_number(air, 'air', lo=0, hi=1)
         if not isinstance(n, (bool, np.bool_)) and isinstance(n, numbers.Integral) and n < 1: raise ValueError(f"n must be positive, got {n}")
         _count(n, 'n'); _count(size, 'size', 8); _count(seed, 'seed', 0)
         if not isinstance(split, str) or not split: raise ValueError(f"split must be a non-empty string, got {split!r}")
@@ -383,12 +387,13 @@ class PhantomSources:
         if self.variety:                                   # a seeded level (uniform over LEVELS[region]) and the couch in 70 % of the slices
             rng = np.random.default_rng(_stable_seed('variety', self.seed, self.split, region, index))
             levels = LEVELS[region]; level, table = levels[int(rng.integers(len(levels)))], bool(rng.random() < 0.7)
-        return PhantomSource(region, index, self.size, self.seed, self.split, zoom, level, table)
+        air = self.air > 0 and np.random.default_rng(_stable_seed('air', self.seed, self.split, region, index)).random() < self.air
+        return PhantomSource(region, index, self.size, self.seed, self.split, zoom, level, table, bool(air))
 
 def phantom_dataset(n: int = 300, size: int = 64, *, regions=REGIONS, doses=SEEN_DOSES, seed: int = 0,
-                    split: str = 'train', fov_scale=None, variety: bool = False, **kwargs) -> SimulatedDoseDataset:
+                    split: str = 'train', fov_scale=None, variety: bool = False, air: float = 0.0, **kwargs) -> SimulatedDoseDataset:
     "`n` seeded phantom slices (cycling through `regions`) at each of `doses`; kwargs go to `SimulatedDoseDataset`."
-    return SimulatedDoseDataset(PhantomSources(n, size, regions, seed, split, fov_scale, variety), doses, seed=seed, **kwargs)
+    return SimulatedDoseDataset(PhantomSources(n, size, regions, seed, split, fov_scale, variety, air), doses, seed=seed, **kwargs)
 
 # %% ../nbs/04_data.ipynb #07b3a6b2
 def folder_dataset(root, region: str | None = None, *, doses=DOSES, patient_level: int = 1, **kwargs) -> SimulatedDoseDataset:

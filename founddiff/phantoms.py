@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from .core import exists, default, as_generator, check_number, check_finite
 
 # %% auto #0
-__all__ = ['LABELS', 'FOV_MM', 'TABLE_HU', 'LEVELS', 'TEXTURE_HU', 'Ellipse', 'rasterize', 'add_table', 'add_texture', 'phantom',
-           'REGIONS']
+__all__ = ['LABELS', 'FOV_MM', 'TABLE_HU', 'LEVELS', 'TEXTURE_HU', 'AIR_HU', 'AIR_PAD_HU', 'Ellipse', 'rasterize', 'add_table',
+           'add_texture', 'phantom', 'add_scanner_air', 'REGIONS']
 
 # %% ../nbs/02_phantoms.ipynb #86a5b4f1
 @dataclass(frozen=True)
@@ -416,3 +416,36 @@ def phantom(region: str,                  # one of `REGIONS`: 'head', 'chest' or
     if texture: hu = add_texture(hu, lab, LABELS[region], draw.g, texture)
     if table: hu, lab = add_table(hu, lab, region, draw.g, s)          # drawn last: the same phantom with or without it
     return (hu, lab) if return_labels else hu
+
+# %% ../nbs/02_phantoms.ipynb #2a089acf
+AIR_HU = (-1000., -940.)   # range of the mean level of the air field (HU): calibrated air up to air lifted by cushions and scatter
+AIR_PAD_HU = -1024.        # what many scanners write outside the reconstruction circle
+
+def _pair(v, name: str, lo: float, hi: float) -> tuple:
+    "A (lo, hi) pair of numbers with lo <= hi, both in [lo, hi]."
+    if isinstance(v, (str, bytes)) or not hasattr(v, '__len__') or len(v) != 2: raise ValueError(f"{name} must be a (lo, hi) pair, got {v!r}")
+    a, b = (check_number(x, name, lo=lo, hi=hi) for x in v)
+    if a > b: raise ValueError(f"{name} must satisfy lo <= hi, got {v!r}")
+    return a, b
+
+def add_scanner_air(hu,                       # one square slice in HU (N, N); not modified
+                    generator=None,           # torch.Generator, int seed, or None (torch's global generator)
+                    level=AIR_HU,             # (lo, hi): the field's mean, drawn uniformly (HU)
+                    mottle=(5., 45.),         # (lo, hi): the std of its smooth blotches, drawn uniformly (HU)
+                    circle: float = 0.5,      # probability of a reconstruction circle (radius 90-100 % of the half image), AIR_PAD_HU outside
+                   ) -> np.ndarray:
+    "A copy of `hu` whose pure air (<= -999 HU) shows the air of a real scan: a smooth blotchy field, sometimes cut by the reconstruction circle."
+    hu = np.array(check_finite(hu, 'hu'), dtype=np.float32)
+    if hu.ndim != 2 or hu.shape[0] != hu.shape[1] or hu.size == 0: raise ValueError(f"hu must be one square slice (N, N), got shape {hu.shape}")
+    (lo, hi), (mlo, mhi) = _pair(level, 'level', -1024, -850), _pair(mottle, 'mottle', 0, 100)
+    circle = check_number(circle, 'circle', lo=0, hi=1)
+    r, n = _Draw(generator), hu.shape[0]
+    mean, amp, grid = r(lo, hi), r(mlo, mhi), r.int(12, 48)             # coarse grids: large blotches; fine grids: small ones
+    field = np.clip(mean + amp * _texture(n, r.g, grid), AIR_PAD_HU, -850.)
+    air = hu <= -999.
+    out = np.where(air, field, hu)
+    if r(0, 1) < circle:
+        c = np.arange(n) + 0.5 - n / 2
+        R = r(0.9, 1.0) * n / 2
+        out = np.where(air & (c[:, None] ** 2 + c[None] ** 2 > R ** 2), AIR_PAD_HU, out)
+    return out.astype(np.float32)

@@ -155,6 +155,7 @@ class TrainConfig:
     source_dose: float | tuple | None = None   # `image_size` phantoms are first scanned at this dose ((lo, hi): log-uniform per phantom), as real scans are noisy; extra sizes stay clean
     fov_scale: tuple | None = None   # `image_size` phantoms drawn at zoom (lo, hi) of the image: < 1 wider fields of view (coarser pixels), > 1 crops (finer)
     variety: bool = False            # `image_size` phantoms also vary in slice level (head: skull base) and show the couch / head holder
+    air: float = 0.0                 # fraction of the `image_size` phantoms showing the air of a real scan (`phantoms.add_scanner_air`)
     doses: tuple = SEEN_DOSES        # training doses (the seen ones; unseen doses are for evaluation)
     folders: tuple = ()              # user folders of normal-dose slices (DICOM, NIfTI, .npy): "path" or "path:region"
     pairs: tuple = ()                # user folders of real low/normal-dose pairs (Mayo 2016 / 2020 layouts, .npy pairs)
@@ -201,6 +202,8 @@ class TrainConfig:
         if isinstance(self.source_dose, list): self.source_dose = tuple(self.source_dose)
         if isinstance(self.fov_scale, list): self.fov_scale = tuple(self.fov_scale)
         if not isinstance(self.variety, bool): raise ValueError(f"TrainConfig: variety must be true or false, got {self.variety!r}")
+        if isinstance(self.air, bool) or not isinstance(self.air, (int, float)) or not 0 <= self.air <= 1:
+            raise ValueError(f"TrainConfig: air must be a fraction in [0, 1], got {self.air!r}")
         try: _check_source_dose(self.source_dose); _check_fov_scale(self.fov_scale)
         except (TypeError, ValueError) as e: raise ValueError(f"TrainConfig: {e}") from None
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.extra_sizes):
@@ -295,11 +298,11 @@ def build_slices(cfg: TrainConfig, progress: bool = True) -> TrainSlices:
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     makers = []
     for i, size in enumerate((cfg.image_size, *cfg.extra_sizes) if cfg.phantoms else ()):
-        scan, fov, var = (cfg.source_dose, cfg.fov_scale, cfg.variety) if i == 0 else (None, None, False)   # the main set: scanned, zoomed, varied; extra sizes: plain
-        tag = f'phantoms-{size}' + ('-scanned' if exists(scan) else '') + ('-fov' if exists(fov) else '') + ('-variety' if var else '')
-        make = lambda size=size, scan=scan, fov=fov, var=var, tag=tag: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
-                                                                                       source_dose=scan, fov_scale=fov, variety=var, cache_dir=cache / tag)
-        makers.append((tag + '/' if exists(scan) or exists(fov) or var else '', make))   # the prefix keeps its keys apart from the plain set's
+        scan, fov, var, air = (cfg.source_dose, cfg.fov_scale, cfg.variety, cfg.air) if i == 0 else (None, None, False, 0.)   # the main set: scanned, zoomed, varied; extra sizes: plain
+        tag = f'phantoms-{size}' + ('-scanned' if exists(scan) else '') + ('-fov' if exists(fov) else '') + ('-variety' if var else '') + (f'-air{air:g}' if air else '')
+        make = lambda size=size, scan=scan, fov=fov, var=var, air=air, tag=tag: phantom_dataset(cfg.phantoms, size, doses=cfg.doses, seed=cfg.seed, split='train',
+                                                                                                source_dose=scan, fov_scale=fov, variety=var, air=air, cache_dir=cache / tag)
+        makers.append((tag + '/' if exists(scan) or exists(fov) or var or air else '', make))   # the prefix keeps its keys apart from the plain set's
     for spec in cfg.folders:
         root, region = _region_of(spec)
         if not Path(root).is_dir(): raise FileNotFoundError(f"TrainConfig.folders: {root} is not a folder")

@@ -10,7 +10,10 @@ paper) and keeps it in its run folder; stage 1b freezes that encoder's backbone 
 dose head on the same data for `--head-steps` steps (600; notebook 06: it keeps the backbone's dose order beyond the
 seen doses, where the MLP head can fold back) and writes founddiff/weights/daclip_small.{safetensors,json}
 (`--head-steps 0`: stage 1's encoder goes there instead). `--dose-head-from W.safetensors` runs stage 1b alone on an
-existing encoder. Stage 2 trains DA-Diff `small` with `configs/small.json` on random
+existing encoder. An optional stage 1c, not part of the shipped recipe (`--anat-config configs/daclip_small_anat.json`;
+`--anat-head-from W` runs it alone), fine-tunes the anatomy head on the frozen backbone and dose head, on the same
+phantoms with half of them showing the air of a real scan; it then writes the weights, and the earlier stages the run
+folder (notebook 06 reports what it did on real CT). Stage 2 trains DA-Diff `small` with `configs/small.json` on random
 patches of 512x512 phantoms at the seen doses, conditioned on that DA-CLIP's whole-slice embeddings, and writes
 founddiff/weights/dadiff_small.safetensors (`founddiff.pipeline.save_model`, EMA weights) with a model card
 dadiff_small.md / .json and the loss curve dadiff_small_loss.png. Training data: phantoms only; real slices
@@ -77,34 +80,41 @@ def stage_daclip(args, log):
                    steps=tr.step, machine=machine(), command=args.command,
                    data=dict(phantoms=cfg.phantoms, sizes=[cfg.image_size, *cfg.extra_sizes], doses=list(cfg.doses),
                              test='held-out phantoms (split test) at all 8 doses, probe fitted on other held-out phantoms at seen doses'))
-    dest = Path(cfg.out) / 'daclip_small_stage1' if args.head_steps else args.weights_dir / 'daclip_small'   # with stage 1b: the run folder
+    dest = Path(cfg.out) / 'daclip_small_stage1' if args.head_steps or args.anat_config else args.weights_dir / 'daclip_small'   # later stages follow: the run folder
     path = save_daclip(model, dest, cfg.daclip_train_config(), metrics)
     log(f"DA-CLIP: {tr.step} steps, {tr.wall:.0f} s of training, {tr.step / max(tr.wall, 1e-9):.3f} steps/s "
         f"({time.perf_counter() - t0:.0f} s in all this session); {scal}; saved {path}")
     return path
 
 
-def stage_dose_head(args, log, source: Path):
-    "Stage 1b: the stage-1 encoder's backbone and anatomy head, frozen, under a linear dose head fitted on the same data."
-    cfg = TrainConfig.from_file(args.daclip_config)
-    base = load_daclip(path=source)
+def fit_part(args, cfg: TrainConfig, base: DACLIP, config, part: str, loss: dict, keep: bool):
+    """A DA-CLIP of `config` with `base`'s weights, everything frozen (weights and BatchNorm statistics) except `part`
+    ('dose_head' or 'anat_head': kept from `base` and fine-tuned if `keep`, else new), trained on `cfg`'s data for
+    `cfg.steps` with the `loss` weights; then scored on held-out phantoms. Returns (model, wall seconds, scores)."""
     torch.manual_seed(cfg.seed)
-    model = DACLIP(replace(base.config, dose_head='linear'))
-    for part in ('backbone', 'anat_head'):
-        getattr(model, part).load_state_dict(getattr(base, part).state_dict())
-        for p in getattr(model, part).parameters(): p.requires_grad_(False)
+    model = DACLIP(config)
+    for name, mod in model.named_children():
+        if name != part or keep: mod.load_state_dict(getattr(base, name).state_dict())
+        for p in mod.parameters(): p.requires_grad_(name == part)
     sl = build_slices(cfg)
     groups = {}                                               # train_daclip takes one HU set per image size
     for x, d, r in zip(sl.ldct, sl.doses, sl.regions): groups.setdefault(tuple(x.shape), []).append((x, d, r))
     sets = [[torch.stack([g[j] for g in grp]) for j in range(3)] for grp in groups.values()]
-    tcfg = replace(cfg.daclip_train_config(), steps=args.head_steps, w_anat=0.0)
+    tcfg = replace(cfg.daclip_train_config(), **loss)
     t0 = time.perf_counter()
     train_daclip(model, [unit_to_hu(s[0]) for s in sets], [s[1] for s in sets], [s[2] for s in sets], tcfg)
     wall = time.perf_counter() - t0
     train = heldout(cfg.image_size, 3 * args.eval_phantoms, SEEN_DOSES, seed=1)
     test = heldout(cfg.image_size, 3 * args.eval_phantoms, DOSES, seed=2)
     res = evaluate_daclip(model.eval(), train[:3], test[:3], UNSEEN_DOSES, batch_size=8)
-    scal = {k: round(float(v), 4) for k, v in res.items() if isinstance(v, float)}
+    return model, wall, tcfg, {k: round(float(v), 4) for k, v in res.items() if isinstance(v, float)}
+
+
+def stage_dose_head(args, log, source: Path, dest: Path):
+    "Stage 1b: the stage-1 encoder's backbone and anatomy head, frozen, under a linear dose head fitted on the same data."
+    cfg = replace(TrainConfig.from_file(args.daclip_config), steps=args.head_steps)
+    base = load_daclip(path=source)
+    model, wall, tcfg, scal = fit_part(args, cfg, base, replace(base.config, dose_head='linear'), 'dose_head', dict(w_anat=0.0), keep=False)
     stage1 = json.loads(source.with_suffix('.json').read_text()).get('metrics', {})
     metrics = dict(scal, weights='ema (stage 1) + linear dose head (stage 1b)', metrics_at_size=cfg.image_size,
                    by_size={str(cfg.image_size): scal},
@@ -114,9 +124,30 @@ def stage_dose_head(args, log, source: Path):
                                command=stage1.get('command'), **{k: stage1.get(k) for k in ('spearman_unseen', 'log_dose_error_unseen', 'real_ct')}),
                    dose_head=dict(kind='linear', steps=tcfg.steps, train_time_s=round(wall, 1), lr=tcfg.lr, rnc_tau=tcfg.rnc_tau,
                                   what='backbone and anatomy head frozen (weights and BatchNorm statistics); Rank-N-Contrast on log dose only'))
-    path = save_daclip(model, args.weights_dir / 'daclip_small', cfg.daclip_train_config(), metrics)
+    path = save_daclip(model, dest, TrainConfig.from_file(args.daclip_config).daclip_train_config(), metrics)
     log(f"DA-CLIP stage 1b: {tcfg.steps} steps of the linear dose head in {wall:.0f} s; {scal}; saved {path}")
-    return metrics
+    return path
+
+
+def stage_anat_head(args, log, source: Path, dest: Path):
+    "Stage 1c: the anatomy head fine-tuned on the frozen backbone (and frozen dose head), on data where half the slices show scanner air."
+    cfg = TrainConfig.from_file(args.anat_config)
+    base = load_daclip(path=source)
+    model, wall, tcfg, scal = fit_part(args, cfg, base, base.config, 'anat_head', {}, keep=True)
+    prev = json.loads(source.with_suffix('.json').read_text()).get('metrics', {})
+    metrics = dict(prev, **scal, by_size={str(cfg.image_size): scal}, machine=machine(), command=args.command,
+                   weights=prev.get('weights', 'stage 1') + ' + anatomy head fine-tuned (stage 1c)',
+                   train_time_s=round(float(prev.get('train_time_s', float('nan'))) + wall, 1),
+                   anat_head=dict(source=source.name, steps=tcfg.steps, train_time_s=round(wall, 1), lr=tcfg.lr, air=cfg.air,
+                                  w_dose=tcfg.w_dose, w_anat=tcfg.w_anat, config=Path(args.anat_config).name,
+                                  before={k: prev.get(k) for k in ('region_acc_unseen', 'real_ct')},
+                                  what='backbone and dose head frozen (weights and BatchNorm statistics); the anatomy head starts from '
+                                       "the previous stage's and learns on phantoms of which a fraction show the air of a real scan "
+                                       '(phantoms.add_scanner_air); SupCon on region only'))
+    metrics.pop('real_ct', None)                             # scored again by scripts/daclip_card.py
+    path = save_daclip(model, dest, cfg.daclip_train_config(), metrics)
+    log(f"DA-CLIP stage 1c: {tcfg.steps} steps of the anatomy head in {wall:.0f} s; {scal}; saved {path}")
+    return path
 
 
 def stage_dadiff(args, log):
@@ -166,7 +197,11 @@ def main(argv=None):
     ap.add_argument('--skip-daclip', action='store_true', help='keep the shipped DA-CLIP weights')
     ap.add_argument('--skip-dadiff', action='store_true', help='train DA-CLIP only')
     ap.add_argument('--head-steps', type=int, default=600, help='stage 1b: steps of a linear dose head on the frozen stage-1 encoder (0: no stage 1b; the shipped encoder: 600)')
-    ap.add_argument('--dose-head-from', default=None, help='stage 1b only, on this stage-1 DA-CLIP (.safetensors): skips stage 1')
+    ap.add_argument('--dose-head-from', default=None, help='stages 1b (and 1c) only, on this stage-1 DA-CLIP (.safetensors): skips stage 1')
+    ap.add_argument('--anat-config', default='',
+                    help="stage 1c (not in the shipped recipe): fine-tune the anatomy head on the frozen encoder with this config, "
+                         "e.g. configs/daclip_small_anat.json (scanner air in half the slices); default '': no stage 1c")
+    ap.add_argument('--anat-head-from', default=None, help='stage 1c only, on this DA-CLIP (.safetensors): skips stages 1 and 1b')
     ap.add_argument('--eval-phantoms', type=int, default=3, help='held-out phantoms per stage for the quick tables')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     ap.add_argument('--bench', action='store_true', help='measure steps/s of both configs and exit')
@@ -184,12 +219,15 @@ def main(argv=None):
                 f"-> {sps * 3600:.0f} steps/hour on {machine()}")
         return
     t0 = time.perf_counter()
-    if args.dose_head_from:
-        if not args.head_steps: ap.error('--dose-head-from needs --head-steps N > 0')
-        stage_dose_head(args, log, Path(args.dose_head_from).with_suffix('.safetensors'))
-    elif not args.skip_daclip:
-        path = stage_daclip(args, log)
-        if args.head_steps: stage_dose_head(args, log, path)
+    if args.dose_head_from and not args.head_steps: ap.error('--dose-head-from needs --head-steps N > 0')
+    if args.anat_head_from and not args.anat_config: ap.error("--anat-head-from needs --anat-config (not '')")
+    run = Path(TrainConfig.from_file(args.daclip_config).out)
+    final = args.weights_dir / 'daclip_small'                 # the last DA-CLIP stage writes the shipped encoder, earlier ones the run folder
+    if args.anat_head_from: stage_anat_head(args, log, Path(args.anat_head_from).with_suffix('.safetensors'), final)
+    elif args.dose_head_from or not args.skip_daclip:
+        path = Path(args.dose_head_from).with_suffix('.safetensors') if args.dose_head_from else stage_daclip(args, log)
+        if args.head_steps: path = stage_dose_head(args, log, path, run / 'daclip_small_stage1b' if args.anat_config else final)
+        if args.anat_config: stage_anat_head(args, log, path, final)
     if not args.skip_dadiff: stage_dadiff(args, log)
     log(f"done in {(time.perf_counter() - t0) / 60:.1f} min")
 

@@ -153,9 +153,12 @@ def test_train_small_script_end_to_end_tiny(tmp_path):
     common = dict(phantoms=3, image_size=64, steps=2, log_every=0, checkpoint_every=0, cache_dir=str(tmp_path / 'cache'), threads=2)
     TrainConfig(model='daclip', config='tiny', patch=0, batch_size=6, out=str(tmp_path / 'dc'), **common).to_file(tmp_path / 'dc.json')
     TrainConfig(model='dadiff', config='tiny', patch=32, batch_size=2, out=str(tmp_path / 'dd'), **common).to_file(tmp_path / 'dd.json')
+    TrainConfig(model='daclip', config='tiny', patch=0, batch_size=6, out=str(tmp_path / 'dc'), air=0.5, daclip_loss=dict(w_dose=0.0, w_anat=1.0),
+                **common).to_file(tmp_path / 'anat.json')
     w = tmp_path / 'weights'
     r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_small.py'), '--config', str(tmp_path / 'dd.json'),
-                        '--daclip-config', str(tmp_path / 'dc.json'), '--weights-dir', str(w), '--eval-phantoms', '1', '--head-steps', '2'],
+                        '--daclip-config', str(tmp_path / 'dc.json'), '--weights-dir', str(w), '--eval-phantoms', '1', '--head-steps', '2',
+                        '--anat-config', str(tmp_path / 'anat.json')],
                        capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     assert {'daclip_small.safetensors', 'daclip_small.json', 'dadiff_small.safetensors', 'dadiff_small.json', 'dadiff_small.md',
@@ -163,8 +166,10 @@ def test_train_small_script_end_to_end_tiny(tmp_path):
     card = json.loads((w / 'dadiff_small.json').read_text())
     assert card['steps'] == 2 and set(card['psnr']['rows']) == {'1/2', '1/3', '1/4', '1/5', '1/6', '1/8', '1/10', '1/20'}
     den = load_model(w / 'dadiff_small.safetensors')
-    assert den.unet.config.name == 'tiny' and den.daclip.config.name == 'tiny'   # conditioned on the stage-1b encoder
+    assert den.unet.config.name == 'tiny' and den.daclip.config.name == 'tiny'   # conditioned on the stage-1c encoder
     assert den.daclip.config.dose_head == 'linear' and (tmp_path / 'dc' / 'daclip_small_stage1.safetensors').exists()
+    assert (tmp_path / 'dc' / 'daclip_small_stage1b.safetensors').exists()
+    assert json.loads((w / 'daclip_small.json').read_text())['metrics']['anat_head']['steps'] == 2
     assert not list(w.glob('.*.tmp'))
 
 
@@ -175,7 +180,7 @@ def test_train_small_stage_1b_fits_a_linear_dose_head_on_the_frozen_encoder(tmp_
     TrainConfig(model='daclip', config='tiny', patch=0, batch_size=6, out=str(tmp_path / 'dc'), **common).to_file(tmp_path / 'dc.json')
     w, script = tmp_path / 'weights', str(ROOT / 'scripts' / 'train_small.py')
     r = subprocess.run([sys.executable, script, '--daclip-config', str(tmp_path / 'dc.json'), '--weights-dir', str(w), '--eval-phantoms', '1',
-                        '--skip-dadiff', '--head-steps', '3'], capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
+                        '--skip-dadiff', '--head-steps', '3', '--anat-config', ''], capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     s1, s1b = load_daclip(path=tmp_path / 'dc' / 'daclip_small_stage1.safetensors'), load_daclip(path=w / 'daclip_small.safetensors')
     assert (s1.config.dose_head, s1b.config.dose_head) == ('mlp', 'linear') and isinstance(s1b.dose_head, torch.nn.Linear)
@@ -187,6 +192,29 @@ def test_train_small_stage_1b_fits_a_linear_dose_head_on_the_frozen_encoder(tmp_
     r = subprocess.run([sys.executable, script, '--dose-head-from', str(w / 'daclip_small'), '--head-steps', '0', '--skip-dadiff'],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and '--head-steps' in r.stderr
+
+
+def test_train_small_stage_1c_fine_tunes_the_anatomy_head_alone(tmp_path):
+    "--anat-head-from: the backbone and dose head stay bit for bit, the anatomy head changes, on data with scanner air; the card says so."
+    from founddiff.daclip import load_daclip, save_daclip, DACLIP
+    torch.manual_seed(0); base = save_daclip(DACLIP('tiny'), tmp_path / 'base', metrics=dict(weights='stage 1', train_time_s=1.0))
+    TrainConfig(model='daclip', config='tiny', patch=0, batch_size=6, phantoms=3, image_size=64, steps=3, log_every=0, checkpoint_every=0,
+                air=1.0, variety=True, daclip_loss=dict(w_dose=0.0, w_anat=1.0), cache_dir=str(tmp_path / 'cache'), out=str(tmp_path / 'dc'),
+                threads=2).to_file(tmp_path / 'anat.json')
+    w = tmp_path / 'weights'
+    r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_small.py'), '--anat-head-from', str(base), '--anat-config', str(tmp_path / 'anat.json'),
+                        '--weights-dir', str(w), '--eval-phantoms', '1', '--skip-dadiff'],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = load_daclip(path=base).state_dict(), load_daclip(path=w / 'daclip_small.safetensors').state_dict()
+    for k in a:
+        if k.startswith(('backbone.', 'dose_head.')): assert torch.equal(a[k], b[k]), k
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('anat_head.'))
+    assert (tmp_path / 'cache' / 'phantoms-64-variety-air1').is_dir()                 # the main set, cached apart
+    meta = json.loads((w / 'daclip_small.json').read_text())['metrics']
+    assert meta['anat_head']['steps'] == 3 and meta['anat_head']['air'] == 1.0 and meta['weights'].endswith('(stage 1c)')
+    assert TrainConfig.from_file(ROOT / 'configs' / 'daclip_small_anat.json').air == 0.5
+    with pytest.raises(ValueError, match='air must be a fraction'): TrainConfig(air=2)
 
 
 def test_variety_builds_the_varied_phantom_set(tmp_path):
