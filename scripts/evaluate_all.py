@@ -81,16 +81,19 @@ def main(argv=None):
     ap.add_argument('--model', default='small', help='DA-Diff model: a shipped name or a file (default: small)')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument('--update', action='store_true', help="re-run only --methods and keep the other methods' rows already in --out "
+                    "(e.g. after retraining DA-Diff, when the baselines' weights are not at hand); run.json records both runs")
     ap.add_argument('--quick', action='store_true', help='smoke test: 64 px phantoms (1 per region), CT_small only, 3 doses, LDCT/Gaussian/NLM')
     args = ap.parse_args(argv)
     import matplotlib; matplotlib.use('Agg')
     import torch
     if args.threads: torch.set_num_threads(args.threads)
     from founddiff.core import DOSES, atomic_write
-    from founddiff.evaluate import default_methods, evaluate, phantom_cases, plot_psnr_vs_dose, machine_name, METHOD_KEYS
+    from founddiff.evaluate import default_methods, evaluate, phantom_cases, plot_psnr_vs_dose, machine_name, METHOD_KEYS, read_csv, EvalTable
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     log = lambda s: print(s, flush=True)
     command = 'python scripts/evaluate_all.py ' + ' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.update and not args.methods: ap.error('--update needs --methods (the methods to re-run)')
     keys = args.methods or (('ldct', 'gaussian', 'nlm') if args.quick else METHOD_KEYS)
     methods = default_methods(args.redcnn, args.nodaclip, args.model, keys=keys, seed=args.seed)
     for k, v in methods.skipped.items(): log(f"method skipped: {k}: {v}")
@@ -100,11 +103,26 @@ def main(argv=None):
     sets = dict(real=real, phantoms=phantom_cases(1 if args.quick else args.phantoms, 64 if args.quick else args.size, seed=0))
     run = dict(command=command, machine=machine_name(), methods={m.name: m.note for m in methods}, skipped_methods=methods.skipped,
                skipped_cases=skipped_cases, doses=list(doses), seed=args.seed, started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    if args.update and (out / 'run.json').exists():               # the earlier run stays the record; this one is listed as an update
+        old = json.loads((out / 'run.json').read_text())
+        old['methods'].update(run['methods'])
+        old.setdefault('updates', []).append({k: run[k] for k in ('command', 'machine', 'started')} | dict(methods=[m.name for m in methods]))
+        run = old
     for part, cases in sets.items():
         if not cases: log(f"{part}: no cases"); continue
         t0 = time.perf_counter()
         log(f"{part}: {len(cases)} cases {[(c.name, c.hu.shape, c.region) for c in cases]}")
         table = evaluate(methods, cases, doses, seed=args.seed, progress=True)
+        if args.update and (out / f'{part}_rows.csv').exists():   # keep the other methods' rows, in their order
+            old = read_csv(out / f'{part}_rows.csv')
+            new = {m.name for m in methods}
+            order = list(dict.fromkeys(old.methods() + table.methods()))
+            cases_ = list(dict.fromkeys([r['case'] for r in old.rows] + [r['case'] for r in table.rows]))
+            rows = [r for r in old.rows if r['method'] not in new] + table.rows
+            table = EvalTable(sorted(rows, key=lambda r: (cases_.index(r['case']), order.index(r['method']))), table.machine,
+                              dict(table.notes, updated=f"rows of {', '.join(sorted(new))} from a later run (run.json: updates); "
+                                                        "the time per slice of the two runs is not a same-run comparison"))
+            log(f"{part}: rows of {sorted(new)} replaced, the others kept from {out / f'{part}_rows.csv'}")
         table.notes['cases'] = ', '.join(f"{c.name} ({c.region}, {c.hu.shape[0]}x{c.hu.shape[1]})" for c in cases)
         if methods.skipped: table.notes['not run'] = '; '.join(f"{k} ({v})" for k, v in methods.skipped.items())
         for w in ('rows', 'summary', 'split', 'timing'): table.to_csv(out / f'{part}_{w}.csv', w)

@@ -58,3 +58,14 @@ def test_evaluate_all_quick(tmp_path):
         assert 'Machine:' in (out / f'{part}.md').read_text()
     run = json.loads((out / 'run.json').read_text())
     assert run['real']['cases'] == 1 and run['phantoms']['cases'] == 3 and 'cores' in run['machine']
+    # --update re-runs one method and keeps the others' rows, in their places; run.json keeps the first run and lists the update
+    before = {p: read_csv(out / f'{p}_rows.csv').rows for p in ('real', 'phantoms')}
+    (out / 'phantoms_rows.csv').write_text((out / 'phantoms_rows.csv').read_text().replace(',NLM,', ',NLM (old),'))   # tell kept rows apart
+    _script('evaluate_all.py', '--quick', '--out', str(out), '--methods', 'gaussian', '--update', cwd=tmp_path)
+    after = read_csv(out / 'phantoms_rows.csv').rows
+    assert [r['method'] for r in after] == [r['method'].replace('NLM', 'NLM (old)') for r in before['phantoms']]
+    for a, b in zip(after, before['phantoms']): assert (a['case'], a['dose']) == (b['case'], b['dose']) and abs(a['psnr'] - b['psnr']) < 1e-9
+    run2 = json.loads((out / 'run.json').read_text())
+    assert run2['command'] == run['command'] and run2['updates'][0]['methods'] == ['Gaussian (oracle)'] and '--update' in run2['updates'][0]['command']
+    r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'evaluate_all.py'), '--update', '--out', str(out)], capture_output=True, text=True)
+    assert r.returncode != 0 and '--update needs --methods' in r.stderr
