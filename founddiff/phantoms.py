@@ -422,7 +422,7 @@ AIR_HU = (-1000., -940.)   # range of the mean level of the air field (HU): cali
 AIR_PAD_HU = -1024.        # what many scanners write outside the reconstruction circle
 
 def _pair(v, name: str, lo: float, hi: float) -> tuple:
-    "A (lo, hi) pair of numbers with lo <= hi, both in [lo, hi]."
+    "`v` as a pair of numbers (a, b) with a <= b, both in [lo, hi]; errors name `name`."
     if isinstance(v, (str, bytes)) or not hasattr(v, '__len__') or len(v) != 2: raise ValueError(f"{name} must be a (lo, hi) pair, got {v!r}")
     a, b = (check_number(x, name, lo=lo, hi=hi) for x in v)
     if a > b: raise ValueError(f"{name} must satisfy lo <= hi, got {v!r}")

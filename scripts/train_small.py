@@ -90,7 +90,7 @@ def stage_daclip(args, log):
 def fit_part(args, cfg: TrainConfig, base: DACLIP, config, part: str, loss: dict, keep: bool):
     """A DA-CLIP of `config` with `base`'s weights, everything frozen (weights and BatchNorm statistics) except `part`
     ('dose_head' or 'anat_head': kept from `base` and fine-tuned if `keep`, else new), trained on `cfg`'s data for
-    `cfg.steps` with the `loss` weights; then scored on held-out phantoms. Returns (model, wall seconds, scores)."""
+    `cfg.steps` with the `loss` weights; then scored on held-out phantoms. Returns (model, wall seconds, DACLIPTrainConfig, scores)."""
     torch.manual_seed(cfg.seed)
     model = DACLIP(config)
     for name, mod in model.named_children():
