@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_daclip.ipynb #f1158b93
 from __future__ import annotations
-import json, math
+import copy, json, math
 from dataclasses import dataclass, asdict, replace
 from importlib import resources
 from pathlib import Path
@@ -20,7 +20,8 @@ __all__ = ['REGION_NAMES', 'CONFIGS', 'TRAIN_CONFIGS', 'WEIGHTS_FORMAT', 'WEIGHT
            'get_config', 'to_daclip_input', 'NoiseStem', 'CNNBackbone', 'CLIPVisualBackbone', 'DACLIP',
            'dose_preserving_view', 'dose_label', 'spearman', 'pair_order_accuracy', 'ridge_probe', 'nearest_centroid',
            'pca', 'evaluate_daclip', 'plot_daclip_embedding', 'dose_prompt', 'prompt_logits', 'prompt_probs',
-           'encode_prompts', 'save_daclip', 'weights_dir', 'load_daclip', 'DAEmbedding']
+           'encode_prompts', 'save_daclip', 'weights_dir', 'load_daclip', 'backbone_features', 'fit_anatomy_head',
+           'DAEmbedding']
 
 # %% ../nbs/06_daclip.ipynb #30ff49cc
 from .core import REGIONS
@@ -38,6 +39,7 @@ class DACLIPConfig:
     feat_dim: int = 128                         # pooled backbone feature (CLIP RN50's attention pool gives 1024)
     head_hidden: int = 256                      # hidden width of the head MLPs (paper: 1024)
     dose_head: str = 'mlp'                      # 'mlp' (the paper's) or 'linear': a linear map keeps the backbone's dose order beyond the seen doses
+    anat_head: str = 'mlp'                      # 'mlp' (the paper's) or 'linear': fitted in closed form by `fit_anatomy_head` (shipped small)
     dose_dim: int = 1024                        # dose embedding, DA-Diff's dose input: 1024 in every config
     anat_dim: int = 256                         # anatomy embedding, DA-Diff's anatomy input: 256 in every config
     n_regions: int = 3                          # head, chest, abdomen
@@ -47,6 +49,7 @@ class DACLIPConfig:
     def __post_init__(self):
         if self.backbone not in ('cnn', 'rn50'): raise ValueError(f"backbone must be 'cnn' or 'rn50', got {self.backbone!r}")
         if self.dose_head not in ('mlp', 'linear'): raise ValueError(f"dose_head must be 'mlp' or 'linear', got {self.dose_head!r}")
+        if self.anat_head not in ('mlp', 'linear'): raise ValueError(f"anat_head must be 'mlp' or 'linear', got {self.anat_head!r}")
         object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
         if len(self.widths) < 2: raise ValueError(f"widths needs at least 2 entries (stem + one stage), got {self.widths}")
 
@@ -199,7 +202,7 @@ _all_ = ['DAEmbedding']   # `founddiff.core.DAEmbedding(dose, anatomy)`, re-expo
 def _mlp(c_in, hidden, c_out): return nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c_out))
 
 class DACLIP(nn.Module):
-    "DA-CLIP image encoder: backbone -> dose head and anatomy head, both L2-normalised."
+    "DA-CLIP image encoder: backbone -> dose head and anatomy head (MLP or linear), both L2-normalised."
     def __init__(self, config: str | DACLIPConfig = 'small'):
         super().__init__()
         self.config = cfg = get_config(config)
@@ -210,7 +213,8 @@ class DACLIP(nn.Module):
                 raise ValueError(f"{cfg.clip_model} gives {self.backbone.out_dim}-d features but config.feat_dim is {cfg.feat_dim}")
         self.dose_head = (_mlp(cfg.feat_dim, cfg.head_hidden, cfg.dose_dim) if cfg.dose_head == 'mlp'
                           else nn.Linear(cfg.feat_dim, cfg.dose_dim))   # 'linear': no ReLU to fold doses outside the seen range
-        self.anat_head = _mlp(cfg.feat_dim, cfg.head_hidden, cfg.anat_dim)
+        self.anat_head = (_mlp(cfg.feat_dim, cfg.head_hidden, cfg.anat_dim) if cfg.anat_head == 'mlp'
+                          else nn.Linear(cfg.feat_dim, cfg.anat_dim))   # 'linear': set in closed form by `fit_anatomy_head`
 
     def forward(self, x: torch.Tensor) -> DAEmbedding:       # x: (B, 1, H, W) on [0, 1]
         _check_input(x)
@@ -268,16 +272,21 @@ def pair_order_accuracy(pred, truth) -> float:
     if not valid.any(): raise ValueError("pair_order_accuracy needs at least two different truth values")
     return float(((dt * dp)[valid] + 1).sum() / 2 / valid.sum())
 
-def ridge_probe(X: torch.Tensor, y: torch.Tensor, lam: float = 1e-2) -> Callable:
-    "Fit y ~ X w + b by ridge regression (X (N, D), y (N,)); returns a function mapping (M, D) to (M,) predictions."
+def _ridge(X: torch.Tensor, y: torch.Tensor, lam: float):
+    "Ridge fit of y (N,) or (N, K) on X (N, D) with an unpenalised intercept: (w (D,) or (D, K), b () or (K,)), float64."
     X, y = X.double(), y.double()
-    mu, ym = X.mean(0), y.mean()
+    mu, ym = X.mean(0), y.mean(0)
     Xc = X - mu
     N, D = X.shape
     r = lam * (Xc ** 2).sum() / D                            # penalty relative to the mean feature variance (scale-free)
     if D <= N: w = torch.linalg.solve(Xc.T @ Xc + r * torch.eye(D, dtype=X.dtype), Xc.T @ (y - ym))
     else: w = Xc.T @ torch.linalg.solve(Xc @ Xc.T + r * torch.eye(N, dtype=X.dtype), y - ym)   # dual form: the same w
-    return lambda Z: ((Z.double() - mu) @ w + ym).float()
+    return w, ym - mu @ w
+
+def ridge_probe(X: torch.Tensor, y: torch.Tensor, lam: float = 1e-2) -> Callable:
+    "Fit y ~ X w + b by ridge regression (X (N, D), y (N,) or (N, K)); returns a function mapping (M, D) to (M,) or (M, K) predictions."
+    w, b = _ridge(X, y, lam)
+    return lambda Z: (Z.double() @ w + b).float()
 
 def nearest_centroid(X: torch.Tensor, y: torch.Tensor) -> Callable:
     "Class centroids of embeddings X (N, D) with labels y (N,) -> a cosine nearest-centroid classifier of (M, D)."
@@ -401,3 +410,42 @@ def load_daclip(name: str = 'small',                         # shipped weights: 
     model.load_state_dict(state, strict=True)
     model.config = saved
     return model.to(device).eval()
+
+# %% ../nbs/06_daclip.ipynb #cc4048a8
+@torch.no_grad()
+def backbone_features(model: DACLIP, hu, batch_size: int = 64) -> torch.Tensor:
+    "The pooled backbone features (N, feat_dim) of HU slices, the input of both heads: eval mode, in batches, returned on the CPU."
+    x = to_daclip_input(hu)
+    dev = next(model.parameters()).device
+    was = model.training; model.eval()
+    try: return torch.cat([model.backbone(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)])
+    finally: model.train(was)
+
+def fit_anatomy_head(model: DACLIP,
+                     hu,                        # HU slices (N, H, W) (or (N, 1, H, W)), every region among them
+                     regions,                   # their region indices (N,): 0 head, 1 chest, 2 abdomen
+                     lam: float = 1e-2,         # ridge penalty, relative to the mean feature variance (as `ridge_probe`)
+                     batch_size: int = 64) -> DACLIP:
+    """A copy of `model` with a linear anatomy head fitted in closed form: the ridge regression of the one-hot region on
+    the backbone features. Its first `n_regions` outputs are the class scores (they sum to 1), the others are 0, so the
+    anatomy embedding is the normalised score vector. The backbone and the dose head are `model`'s; `model` is unchanged."""
+    cfg = model.config
+    x = to_daclip_input(hu)                   # checks the slices; the features are computed from `hu` below
+    r = torch.as_tensor(np.asarray(to_numpy(regions))).ravel()
+    if r.dtype.is_floating_point or r.dtype == torch.bool: raise ValueError(f"regions must be integer indices, got dtype {r.dtype}")
+    if len(r) != len(x): raise ValueError(f"regions has {len(r)} labels for {len(x)} slices in hu")
+    if len(r) and (r.min() < 0 or r.max() >= cfg.n_regions):
+        raise ValueError(f"regions must lie in 0..{cfg.n_regions - 1} ({', '.join(REGION_NAMES)}), got {sorted(set(r.tolist()))}")
+    missing = [REGION_NAMES[k] for k in range(cfg.n_regions) if not (r == k).any()]
+    if missing: raise ValueError(f"regions: no slice of {missing}; the anatomy head needs slices of every region")
+    w, b = _ridge(backbone_features(model, hu, batch_size), F.one_hot(r.long(), cfg.n_regions), lam)   # (feat_dim, K), (K,)
+    out = copy.deepcopy(model)
+    out.config = replace(cfg, anat_head='linear')
+    p = next(model.anat_head.parameters())
+    head = nn.Linear(cfg.feat_dim, cfg.anat_dim).to(device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        head.weight.zero_(); head.bias.zero_()
+        head.weight[:cfg.n_regions] = w.T.to(p.dtype); head.bias[:cfg.n_regions] = b.to(p.dtype)
+    out.anat_head = head.requires_grad_(p.requires_grad)
+    return out.eval()
+

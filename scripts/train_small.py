@@ -8,12 +8,14 @@
 Stage 1 trains DA-CLIP with `configs/daclip_small.json` (phantoms at 512x512, plus 64/128 px; MLP heads, as in the
 paper) and keeps it in its run folder; stage 1b freezes that encoder's backbone and anatomy head and fits a *linear*
 dose head on the same data for `--head-steps` steps (600; notebook 06: it keeps the backbone's dose order beyond the
-seen doses, where the MLP head can fold back) and writes founddiff/weights/daclip_small.{safetensors,json}
-(`--head-steps 0`: stage 1's encoder goes there instead). `--dose-head-from W.safetensors` runs stage 1b alone on an
-existing encoder. An optional stage 1c, not part of the shipped recipe (`--anat-config configs/daclip_small_anat.json`;
-`--anat-head-from W` runs it alone), fine-tunes the anatomy head on the frozen backbone and dose head, on the same
-phantoms with half of them showing the air of a real scan; it then writes the weights, and the earlier stages the run
-folder (notebook 06 reports what it did on real CT). Stage 2 trains DA-Diff `small` with `configs/small.json` on random
+seen doses, where the MLP head can fold back; `--head-steps 0`: no stage 1b). `--dose-head-from W.safetensors` runs stage 1b alone on an
+existing encoder. Stage 1c (`--anat-config`, default configs/daclip_small_anat.json: the same phantoms with half of the
+512x512 ones showing the air of a real scan; '' skips it) gives the frozen encoder a new anatomy head: by default a linear
+head fitted in closed form on the whole 512x512 slices (`--anat-fit ridge`, `founddiff.daclip.fit_anatomy_head`; notebook
+06: it reads the region of real scans far better than the MLP head), or the MLP head fine-tuned with SupCon
+(`--anat-fit supcon`, the config's steps; a try that did not pay). The last DA-CLIP stage run writes
+founddiff/weights/daclip_small.{safetensors,json}, the earlier ones the run folder; `--anat-head-from W` runs stage 1c
+alone on an existing encoder. Stage 2 trains DA-Diff `small` with `configs/small.json` on random
 patches of 512x512 phantoms at the seen doses, conditioned on that DA-CLIP's whole-slice embeddings, and writes
 founddiff/weights/dadiff_small.safetensors (`founddiff.pipeline.save_model`, EMA weights) with a model card
 dadiff_small.md / .json and the loss curve dadiff_small_loss.png. Training data: phantoms only; real slices
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from founddiff.core import atomic_write, hu_to_unit, unit_to_hu, DOSES, SEEN_DOSES, UNSEEN_DOSES, REGIONS, dose_name
-from founddiff.daclip import DACLIP, save_daclip, load_daclip, weights_dir, evaluate_daclip
+from founddiff.daclip import DACLIP, save_daclip, load_daclip, weights_dir, evaluate_daclip, fit_anatomy_head
 from founddiff.data import phantom_dataset
 from founddiff.pipeline import Denoiser, save_model, load_model
 from founddiff.train import TrainConfig, Trainer, build_slices, embed_slices, train_from_config, train_daclip
@@ -104,10 +106,15 @@ def fit_part(args, cfg: TrainConfig, base: DACLIP, config, part: str, loss: dict
     t0 = time.perf_counter()
     train_daclip(model, [unit_to_hu(s[0]) for s in sets], [s[1] for s in sets], [s[2] for s in sets], tcfg)
     wall = time.perf_counter() - t0
+    return model, wall, tcfg, heldout_scores(args, cfg, model)
+
+
+def heldout_scores(args, cfg: TrainConfig, model: DACLIP) -> dict:
+    "evaluate_daclip's scores of `model` on held-out phantoms at `cfg.image_size` (probe fitted on other held-out phantoms)."
     train = heldout(cfg.image_size, 3 * args.eval_phantoms, SEEN_DOSES, seed=1)
     test = heldout(cfg.image_size, 3 * args.eval_phantoms, DOSES, seed=2)
     res = evaluate_daclip(model.eval(), train[:3], test[:3], UNSEEN_DOSES, batch_size=8)
-    return model, wall, tcfg, {k: round(float(v), 4) for k, v in res.items() if isinstance(v, float)}
+    return {k: round(float(v), 4) for k, v in res.items() if isinstance(v, float)}
 
 
 def stage_dose_head(args, log, source: Path, dest: Path):
@@ -130,23 +137,40 @@ def stage_dose_head(args, log, source: Path, dest: Path):
 
 
 def stage_anat_head(args, log, source: Path, dest: Path):
-    "Stage 1c: the anatomy head fine-tuned on the frozen backbone (and frozen dose head), on data where half the slices show scanner air."
+    """Stage 1c: a new anatomy head on the frozen backbone (and dose head), from data where half the slices show scanner air.
+    `--anat-fit ridge` (the shipped recipe): a linear head fitted in closed form (`daclip.fit_anatomy_head`) on the slices of
+    `--anat-config` at its image size; `supcon`: the MLP head fine-tuned with its SupCon loss for the config's steps."""
     cfg = TrainConfig.from_file(args.anat_config)
     base = load_daclip(path=source)
-    model, wall, tcfg, scal = fit_part(args, cfg, base, base.config, 'anat_head', {}, keep=True)
+    if args.anat_fit == 'ridge':
+        t0 = time.perf_counter()
+        sl = build_slices(cfg)
+        keep = [i for i, x in enumerate(sl.ldct) if x.shape[-1] == cfg.image_size]   # whole slices at the full geometry
+        hu = unit_to_hu(torch.stack([sl.ldct[i] for i in keep]))
+        torch.manual_seed(cfg.seed)
+        model = fit_anatomy_head(base, hu, sl.regions[keep], lam=args.anat_lam, batch_size=8)
+        wall = time.perf_counter() - t0
+        scal, tcfg = heldout_scores(args, cfg, model), cfg.daclip_train_config()
+        how = dict(kind='linear', fit='ridge (closed form, daclip.fit_anatomy_head)', lam=args.anat_lam, slices=len(keep),
+                   what='backbone and dose head frozen; a linear anatomy head = the ridge regression of the one-hot region on '
+                        'the backbone features of whole slices at the full geometry, of which a fraction show the air of a real '
+                        'scan (phantoms.add_scanner_air)')
+    else:
+        model, wall, tcfg, scal = fit_part(args, cfg, base, base.config, 'anat_head', {}, keep=True)
+        how = dict(kind=base.config.anat_head, fit='SupCon fine-tuning', steps=tcfg.steps, lr=tcfg.lr, w_dose=tcfg.w_dose, w_anat=tcfg.w_anat,
+                   what='backbone and dose head frozen (weights and BatchNorm statistics); the anatomy head starts from '
+                        "the previous stage's and learns on phantoms of which a fraction show the air of a real scan "
+                        '(phantoms.add_scanner_air); SupCon on region only')
     prev = json.loads(source.with_suffix('.json').read_text()).get('metrics', {})
     metrics = dict(prev, **scal, by_size={str(cfg.image_size): scal}, machine=machine(), command=args.command,
-                   weights=prev.get('weights', 'stage 1') + ' + anatomy head fine-tuned (stage 1c)',
+                   weights=prev.get('weights', 'stage 1') + (' + linear anatomy head fitted in closed form (stage 1c)' if args.anat_fit == 'ridge'
+                                                             else ' + anatomy head fine-tuned (stage 1c)'),
                    train_time_s=round(float(prev.get('train_time_s', float('nan'))) + wall, 1),
-                   anat_head=dict(source=source.name, steps=tcfg.steps, train_time_s=round(wall, 1), lr=tcfg.lr, air=cfg.air,
-                                  w_dose=tcfg.w_dose, w_anat=tcfg.w_anat, config=Path(args.anat_config).name,
-                                  before={k: prev.get(k) for k in ('region_acc_unseen', 'real_ct')},
-                                  what='backbone and dose head frozen (weights and BatchNorm statistics); the anatomy head starts from '
-                                       "the previous stage's and learns on phantoms of which a fraction show the air of a real scan "
-                                       '(phantoms.add_scanner_air); SupCon on region only'))
+                   anat_head=dict(how, source=source.name, train_time_s=round(wall, 1), air=cfg.air, config=Path(args.anat_config).name,
+                                  before={k: prev.get(k) for k in ('region_acc_unseen', 'real_ct')}))
     metrics.pop('real_ct', None)                             # scored again by scripts/daclip_card.py
-    path = save_daclip(model, dest, cfg.daclip_train_config(), metrics)
-    log(f"DA-CLIP stage 1c: {tcfg.steps} steps of the anatomy head in {wall:.0f} s; {scal}; saved {path}")
+    path = save_daclip(model, dest, tcfg, metrics)
+    log(f"DA-CLIP stage 1c ({args.anat_fit}): anatomy head in {wall:.0f} s; {scal}; saved {path}")
     return path
 
 
@@ -198,9 +222,12 @@ def main(argv=None):
     ap.add_argument('--skip-dadiff', action='store_true', help='train DA-CLIP only')
     ap.add_argument('--head-steps', type=int, default=600, help='stage 1b: steps of a linear dose head on the frozen stage-1 encoder (0: no stage 1b; the shipped encoder: 600)')
     ap.add_argument('--dose-head-from', default=None, help='stages 1b (and 1c) only, on this stage-1 DA-CLIP (.safetensors): skips stage 1')
-    ap.add_argument('--anat-config', default='',
-                    help="stage 1c (not in the shipped recipe): fine-tune the anatomy head on the frozen encoder with this config, "
-                         "e.g. configs/daclip_small_anat.json (scanner air in half the slices); default '': no stage 1c")
+    ap.add_argument('--anat-config', default=str(ROOT / 'configs' / 'daclip_small_anat.json'),
+                    help="stage 1c: a new anatomy head on the frozen encoder, from this config's data (scanner air in half the slices); "
+                         "'': no stage 1c")
+    ap.add_argument('--anat-fit', default='ridge', choices=('ridge', 'supcon'),
+                    help="stage 1c: 'ridge' (shipped): a linear head fitted in closed form; 'supcon': fine-tune the MLP head for the config's steps")
+    ap.add_argument('--anat-lam', type=float, default=1e-2, help="stage 1c, --anat-fit ridge: the ridge penalty (fit_anatomy_head's lam)")
     ap.add_argument('--anat-head-from', default=None, help='stage 1c only, on this DA-CLIP (.safetensors): skips stages 1 and 1b')
     ap.add_argument('--eval-phantoms', type=int, default=3, help='held-out phantoms per stage for the quick tables')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')

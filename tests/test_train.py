@@ -169,7 +169,8 @@ def test_train_small_script_end_to_end_tiny(tmp_path):
     assert den.unet.config.name == 'tiny' and den.daclip.config.name == 'tiny'   # conditioned on the stage-1c encoder
     assert den.daclip.config.dose_head == 'linear' and (tmp_path / 'dc' / 'daclip_small_stage1.safetensors').exists()
     assert (tmp_path / 'dc' / 'daclip_small_stage1b.safetensors').exists()
-    assert json.loads((w / 'daclip_small.json').read_text())['metrics']['anat_head']['steps'] == 2
+    assert den.daclip.config.anat_head == 'linear'                                     # stage 1c's default: the closed-form head
+    assert json.loads((w / 'daclip_small.json').read_text())['metrics']['anat_head']['kind'] == 'linear'
     assert not list(w.glob('.*.tmp'))
 
 
@@ -194,8 +195,11 @@ def test_train_small_stage_1b_fits_a_linear_dose_head_on_the_frozen_encoder(tmp_
     assert r.returncode != 0 and '--head-steps' in r.stderr
 
 
-def test_train_small_stage_1c_fine_tunes_the_anatomy_head_alone(tmp_path):
-    "--anat-head-from: the backbone and dose head stay bit for bit, the anatomy head changes, on data with scanner air; the card says so."
+@pytest.mark.parametrize('fit', ['supcon', 'ridge'])
+def test_train_small_stage_1c_fits_the_anatomy_head_alone(tmp_path, fit):
+    """--anat-head-from: the backbone and dose head stay bit for bit, the anatomy head changes, on data with scanner air; the card
+    says so. 'supcon' fine-tunes the MLP head; 'ridge' (the default) fits a linear head in closed form, its outputs past the
+    three class scores zero."""
     from founddiff.daclip import load_daclip, save_daclip, DACLIP
     torch.manual_seed(0); base = save_daclip(DACLIP('tiny'), tmp_path / 'base', metrics=dict(weights='stage 1', train_time_s=1.0))
     TrainConfig(model='daclip', config='tiny', patch=0, batch_size=6, phantoms=3, image_size=64, steps=3, log_every=0, checkpoint_every=0,
@@ -203,16 +207,23 @@ def test_train_small_stage_1c_fine_tunes_the_anatomy_head_alone(tmp_path):
                 threads=2).to_file(tmp_path / 'anat.json')
     w = tmp_path / 'weights'
     r = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'train_small.py'), '--anat-head-from', str(base), '--anat-config', str(tmp_path / 'anat.json'),
-                        '--weights-dir', str(w), '--eval-phantoms', '1', '--skip-dadiff'],
+                        '--weights-dir', str(w), '--eval-phantoms', '1', '--skip-dadiff', '--anat-fit', fit],
                        capture_output=True, text=True, timeout=600, env={**os.environ, 'TQDM_DISABLE': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = load_daclip(path=base).state_dict(), load_daclip(path=w / 'daclip_small.safetensors').state_dict()
     for k in a:
         if k.startswith(('backbone.', 'dose_head.')): assert torch.equal(a[k], b[k]), k
-    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('anat_head.'))
     assert (tmp_path / 'cache' / 'phantoms-64-variety-air1').is_dir()                 # the main set, cached apart
     meta = json.loads((w / 'daclip_small.json').read_text())['metrics']
-    assert meta['anat_head']['steps'] == 3 and meta['anat_head']['air'] == 1.0 and meta['weights'].endswith('(stage 1c)')
+    assert meta['anat_head']['air'] == 1.0 and meta['weights'].endswith('(stage 1c)')
+    if fit == 'supcon':
+        assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('anat_head.'))
+        assert meta['anat_head']['steps'] == 3 and meta['anat_head']['kind'] == 'mlp'
+    else:
+        new = load_daclip(path=w / 'daclip_small.safetensors')
+        assert new.config.anat_head == 'linear' and set(b) - set(a) == {'anat_head.weight', 'anat_head.bias'}
+        assert b['anat_head.weight'].shape == (new.config.anat_dim, new.config.feat_dim) and b['anat_head.weight'][3:].abs().max() == 0
+        assert b['anat_head.weight'][:3].abs().max() > 0 and meta['anat_head']['kind'] == 'linear' and meta['anat_head']['slices'] == 12
     assert TrainConfig.from_file(ROOT / 'configs' / 'daclip_small_anat.json').air == 0.5
     with pytest.raises(ValueError, match='air must be a fraction'): TrainConfig(air=2)
 
