@@ -32,7 +32,7 @@ def test_shipped_weights_are_safetensors_not_pickle():
 
 def test_load_small_offline_gives_the_dagiff_interface():
     m = load_daclip('small')
-    assert m.config == replace(CONFIGS['small'], dose_head='linear') and not m.training   # stage 1b's linear dose head
+    assert m.config == replace(CONFIGS['small'], dose_head='linear', anat_head='linear') and not m.training   # stages 1b and 1c: linear heads
     meta = json.loads((weights_dir() / 'daclip_small.json').read_text())
     assert meta['version'] == WEIGHTS_VERSION and meta['config']['name'] == 'small'
     assert meta['metrics']['spearman_unseen'] >= 0.95 and meta['metrics']['region_acc_unseen'] >= 0.95   # at 64x64
@@ -76,22 +76,26 @@ def test_training_loop_lives_in_train():
 
 
 def test_shipped_small_reads_the_bundled_real_slices_in_dose_order():
-    "Real CT, evaluation only: both bundled slices, simulated at their own pixel spacing at all eight doses, are read in dose order."
+    """Real CT, evaluation only: both bundled slices, simulated at their own pixel spacing at all eight doses, are read in dose
+    order; the head lying in a cushion (693_UNCI) reads as a head at most doses (region by the phantoms' nearest centroid)."""
     import numpy as np
     from founddiff.core import sample_path, DOSES, SEEN_DOSES
     from founddiff.io import read_dicom
     from founddiff.physics import simulate_doses
     from founddiff.data import phantom_dataset
-    from founddiff.daclip import ridge_probe, spearman
+    from founddiff.daclip import ridge_probe, spearman, nearest_centroid
     m = load_daclip('small')
     ds = phantom_dataset(6, 512, doses=SEEN_DOSES, seed=1, split='test', scale='hu')   # held-out phantoms fit the probe
     items = [ds[i] for i in range(len(ds))]
-    probe = ridge_probe(m.embed(torch.stack([s['ldct'][0] for s in items]), 8).dose,
-                        torch.tensor([float(s['dose']) for s in items]).log())
+    e = m.embed(torch.stack([s['ldct'][0] for s in items]), 8)
+    probe = ridge_probe(e.dose, torch.tensor([float(s['dose']) for s in items]).log())
+    region = nearest_centroid(e.anatomy, torch.tensor([int(s['region']) for s in items]))
     truth = torch.tensor(DOSES)
     for name in ('693_UNCI.dcm', 'CT_small.dcm'):
         img = read_dicom(sample_path(name))
         low, _ = simulate_doses(img.hu, DOSES, generator=0, pixel_spacing=tuple(img.meta['pixel_spacing']))
-        read = probe(m.embed(torch.as_tensor(np.asarray(low)), 8).dose).exp()
+        el = m.embed(torch.as_tensor(np.asarray(low)), 8)
+        read = probe(el.dose).exp()
+        if name == '693_UNCI.dcm': assert (region(el.anatomy) == 0).sum() >= 5, region(el.anatomy)   # 0: head
         assert spearman(read, truth) == 1.0, (name, read)            # 1/20, outside the seen range, included
         assert float((read / truth).log().abs().exp().median()) <= 1.5, (name, read)   # the level, within 1.5x
