@@ -20,6 +20,10 @@ patches of 512x512 phantoms at the seen doses, conditioned on that DA-CLIP's who
 founddiff/weights/dadiff_small.safetensors (`founddiff.pipeline.save_model`, EMA weights) with a model card
 dadiff_small.md / .json and the loss curve dadiff_small_loss.png. Training data: phantoms only; real slices
 (pydicom-data or any other collection) are never read here.
+
+What ships: the DA-CLIP `small` of stages 1-1c (`python scripts/train_small.py --skip-dadiff`), and a DA-Diff `small`
+conditioned on the stage-1b encoder, which its file carries (`python scripts/train_small.py --anat-config ''` makes that
+pair); a DA-Diff retrained on the stage-1c encoder scored 0.2 dB lower on real CT and was not shipped (notebook 06).
 """
 from __future__ import annotations
 import argparse, json, os, platform, shlex, shutil, sys, time
