@@ -411,7 +411,7 @@ def load_daclip(name: str = 'small',                         # shipped weights: 
     model.config = saved
     return model.to(device).eval()
 
-# %% ../nbs/06_daclip.ipynb #cc4048a8
+# %% ../nbs/06_daclip.ipynb #4556d47e
 @torch.no_grad()
 def backbone_features(model: DACLIP, hu, batch_size: int = 64) -> torch.Tensor:
     "The pooled backbone features (N, feat_dim) of HU slices, the input of both heads: eval mode, in batches, returned on the CPU."
