@@ -413,13 +413,16 @@ def load_daclip(name: str = 'small',                         # shipped weights: 
 
 # %% ../nbs/06_daclip.ipynb #4556d47e
 @torch.no_grad()
-def backbone_features(model: DACLIP, hu, batch_size: int = 64) -> torch.Tensor:
-    "The pooled backbone features (N, feat_dim) of HU slices, the input of both heads: eval mode, in batches, returned on the CPU."
-    x = to_daclip_input(hu)
+def _features(model: DACLIP, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    "Backbone features of DA-CLIP input `x` (B, 1, H, W) on [0, 1]: eval mode, in batches, returned on the CPU."
     dev = next(model.parameters()).device
     was = model.training; model.eval()
     try: return torch.cat([model.backbone(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)])
     finally: model.train(was)
+
+def backbone_features(model: DACLIP, hu, batch_size: int = 64) -> torch.Tensor:
+    "The pooled backbone features (N, feat_dim) of HU slices, the input of both heads: eval mode, in batches, returned on the CPU."
+    return _features(model, to_daclip_input(hu), batch_size)
 
 def fit_anatomy_head(model: DACLIP,
                      hu,                        # HU slices (N, H, W) (or (N, 1, H, W)), every region among them
@@ -430,7 +433,7 @@ def fit_anatomy_head(model: DACLIP,
     the backbone features. Its first `n_regions` outputs are the class scores (they sum to 1), the others are 0, so the
     anatomy embedding is the normalised score vector. The backbone and the dose head are `model`'s; `model` is unchanged."""
     cfg = model.config
-    x = to_daclip_input(hu)                   # checks the slices; the features are computed from `hu` below
+    x = to_daclip_input(hu)                   # (N, 1, H, W) on [0, 1], checked
     r = torch.as_tensor(np.asarray(to_numpy(regions))).ravel()
     if r.dtype.is_floating_point or r.dtype == torch.bool: raise ValueError(f"regions must be integer indices, got dtype {r.dtype}")
     if len(r) != len(x): raise ValueError(f"regions has {len(r)} labels for {len(x)} slices in hu")
@@ -438,7 +441,7 @@ def fit_anatomy_head(model: DACLIP,
         raise ValueError(f"regions must lie in 0..{cfg.n_regions - 1} ({', '.join(REGION_NAMES)}), got {sorted(set(r.tolist()))}")
     missing = [REGION_NAMES[k] for k in range(cfg.n_regions) if not (r == k).any()]
     if missing: raise ValueError(f"regions: no slice of {missing}; the anatomy head needs slices of every region")
-    w, b = _ridge(backbone_features(model, hu, batch_size), F.one_hot(r.long(), cfg.n_regions), lam)   # (feat_dim, K), (K,)
+    w, b = _ridge(_features(model, x, batch_size), F.one_hot(r.long(), cfg.n_regions), lam)   # (feat_dim, K), (K,)
     out = copy.deepcopy(model)
     out.config = replace(cfg, anat_head='linear')
     p = next(model.anat_head.parameters())

@@ -151,7 +151,6 @@ def stage_anat_head(args, log, source: Path, dest: Path):
         sl = build_slices(cfg)
         keep = [i for i, x in enumerate(sl.ldct) if x.shape[-1] == cfg.image_size]   # whole slices at the full geometry
         hu = unit_to_hu(torch.stack([sl.ldct[i] for i in keep]))
-        torch.manual_seed(cfg.seed)
         model = fit_anatomy_head(base, hu, sl.regions[keep], lam=args.anat_lam, batch_size=8)
         wall = time.perf_counter() - t0
         scal, tcfg = heldout_scores(args, cfg, model), cfg.daclip_train_config()
