@@ -13,6 +13,7 @@ from .io import read_dicom, read_series, read_slice, write_dicom, CTReadError, C
 from .phantoms import phantom, REGIONS, FOV_MM
 from .physics import simulate_doses, dose_name, DOSES, SEEN_DOSES
 from .data import _count, _stable_seed
+from .pipeline import ENSEMBLES, _views
 
 # %% auto #0
 __all__ = ['DEMO_WINDOWS', 'DEMO_METHODS', 'load_demo_input', 'windows_section', 'dose_images', 'dose_grid', 'native_mosaic',
@@ -333,16 +334,17 @@ def process_volume(inp, out, fn,             # fn(hu (B, H, W), pixel spacing, s
 
 # %% ../nbs/14_cli.ipynb #128b75d9
 def denoise_path(inp, out, *, model='small', device=None, batch_size: int = 8, steps: int | None = None, seed: int = 0,
-                 progress: bool = True) -> dict:
+                 ensemble: int = 1, progress: bool = True) -> dict:
     "Denoise a DICOM slice, a DICOM series folder or a NIfTI volume with `founddiff.load_model(model)`; the same format to `out`."
     from founddiff.pipeline import load_model
     kind = input_kind(inp); _check_output(Path(inp), out, kind)             # before the model loads
+    _views(ensemble)                                                        # a bad ensemble is refused before the model loads
     den = load_model(model, device=device)
     steps = den.steps if steps is None else steps
-    fn = lambda hu, spacing, idx: den.denoise(hu, steps=steps, batch_size=batch_size, generator=seed + idx[0])
+    fn = lambda hu, spacing, idx: den.denoise(hu, steps=steps, batch_size=batch_size, generator=seed + idx[0], ensemble=ensemble)
     name = Path(str(model)).name.removesuffix('.safetensors')
-    return process_volume(inp, out, fn, settings=dict(command='denoise', model=str(model), steps=steps, batch_size=batch_size, seed=seed),
-                          batch_size=batch_size, progress=progress, description=f"founddiff: denoised ({name}, {steps} steps)")
+    return process_volume(inp, out, fn, settings=dict(command='denoise', model=str(model), steps=steps, batch_size=batch_size, seed=seed, ensemble=ensemble),
+                          batch_size=batch_size, progress=progress, description=f"founddiff: denoised ({name}, {steps} steps" + (f", {ensemble} views)" if ensemble > 1 else ")"))
 
 def simulate_path(inp, out, *, dose: float, seed: int = 0, batch_size: int = 8, progress: bool = True) -> dict:
     "Simulate a DICOM slice, series or NIfTI volume at `dose` (a fraction of the normal dose) at its own size and spacing; the same format to `out`."
@@ -383,6 +385,8 @@ def _add_file_commands(sub):
     d.add_argument('--batch-size', type=_positive_int, default=8, help='slices per forward pass (default: 8)')
     d.add_argument('--steps', type=_positive_int, default=None, help="network calls of the sampler (default: the model's, 2)")
     d.add_argument('--seed', type=int, default=0, help='seed of the sampler\'s start noise (default: 0)')
+    d.add_argument('--ensemble', type=int, choices=ENSEMBLES, default=1, help='average this many mirrored and turned views of '
+                   'each slice: a few tenths of a dB, at that many times the time (default: 1)')
     s = sub.add_parser('simulate', help='simulate a lower dose of a DICOM slice, a DICOM series or a NIfTI volume',
                        description='Simulate CT at a fraction of the normal dose, in the projection domain (fan beam, Poisson '
                                    'and electronic noise, FBP; founddiff.physics), each slice at its own size and pixel spacing. '
@@ -400,7 +404,7 @@ def _run_file_command(args) -> dict:
     "Run `denoise` or `simulate` from parsed arguments and say what was written."
     if args.command == 'denoise':
         r = denoise_path(args.input, args.out, model=args.model, device=args.device, batch_size=args.batch_size,
-                         steps=args.steps, seed=args.seed, progress=not args.no_progress)
+                         steps=args.steps, seed=args.seed, ensemble=args.ensemble, progress=not args.no_progress)
     else: r = simulate_path(args.input, args.out, dose=args.dose, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress)
     print(f"founddiff {args.command}: wrote {r['written']} slice(s) to {r['out']}" + (f" (skipped {r['skipped']} already written)" if r['skipped'] else ''))
     return r

@@ -16,7 +16,7 @@ from .diffusion import DADiffUNet, CONFIGS
 from .sampler import sample, get_preset, PRESETS, _check_steps
 
 # %% auto #0
-__all__ = ['DADIFF_FORMAT', 'DADIFF_VERSION', 'hu_to_inputs', 'unet_to_hu', 'Denoiser', 'save_model', 'load_model']
+__all__ = ['ENSEMBLES', 'DADIFF_FORMAT', 'DADIFF_VERSION', 'hu_to_inputs', 'unet_to_hu', 'Denoiser', 'save_model', 'load_model']
 
 # %% ../nbs/10b_pipeline.ipynb #835a7b53
 def hu_to_inputs(hu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +48,24 @@ def _like(out: torch.Tensor, hu):
     if isinstance(hu, np.ndarray): return out.cpu().numpy()
     return out.to(hu.device, hu.dtype if hu.is_floating_point() else torch.float32)
 
+ENSEMBLES = (1, 2, 4, 8)   # views averaged by `Denoiser.denoise(ensemble=)`: the mirror and rotation symmetries of a square
+
+def _views(n: int) -> list[tuple[int, bool]]:
+    "The first `n` views (quarter turns k, left-right mirror?): 1 the image, 2 + its mirror, 4 + turned by 180, 8 + by 90 and 270."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n not in ENSEMBLES: raise ValueError(f"ensemble must be one of {ENSEMBLES} (views averaged), got {n!r}")
+    return [(k, f) for k in (0, 2, 1, 3) for f in (False, True)][:n]
+
+def _view(x: torch.Tensor, v: tuple[int, bool]) -> torch.Tensor:
+    "View `v` of (B, 1, H, W): mirror left-right (if asked), then turn by k quarter turns."
+    k, f = v
+    return torch.rot90(x.flip(-1) if f else x, k, (-2, -1))
+
+def _unview(y: torch.Tensor, v: tuple[int, bool]) -> torch.Tensor:
+    "Undo `_view`: turn back, then mirror back."
+    k, f = v
+    y = torch.rot90(y, -k, (-2, -1))
+    return y.flip(-1) if f else y
+
 class Denoiser(nn.Module):
     "DA-CLIP + DA-Diff U-Net + sampler preset: low-dose CT in HU in, denoised HU out."
     def __init__(self, unet: nn.Module, daclip: DACLIP | None, preset: str = 'founddiff', steps: int = 2):
@@ -72,18 +90,23 @@ class Denoiser(nn.Module):
                 steps: int | None = None,     # network calls (default: the model's, 2)
                 batch_size: int = 8,          # slices per forward pass
                 generator=None,               # torch.Generator, int seed or None: the start noise
+                ensemble: int = 1,            # views averaged: 1 (none), 2 (+ mirrored), 4 (+ turned 180), 8 (+ turned 90, 270)
                ):
         "Denoised HU, same shape and type family as `hu` (values clipped to [-1000, 2000] HU); independent of `batch_size`."
         x = _as_hu_batch(hu)
         steps = _check_steps(default(steps, self.steps))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        views = _views(ensemble)
         g, dev, outs = as_generator(generator), self.device, []
         z = torch.randn(x.shape, generator=g)                 # the start noise of every slice, drawn once: batching is invisible
         for i in range(0, len(x), batch_size):
-            x01, xin = hu_to_inputs(x[i:i + batch_size].to(dev))
-            y = sample(self.unet, xin, self.embed(x01), self.preset, steps, g, noise=z[i:i + batch_size].to(dev))
-            outs.append(unet_to_hu(y.float()))
+            xb, zb, acc = x[i:i + batch_size].to(dev), z[i:i + batch_size].to(dev), 0.
+            for v in views:                                   # each view gets the same start noise, mirrored and turned with it
+                x01, xin = hu_to_inputs(_view(xb, v))
+                y = sample(self.unet, xin, self.embed(x01), self.preset, steps, g, noise=_view(zb, v))
+                acc = acc + _unview(unet_to_hu(y.float()), v)
+            outs.append(acc / len(views))
         return _like(torch.cat(outs), hu)
 
 # %% ../nbs/10b_pipeline.ipynb #11b92b21
