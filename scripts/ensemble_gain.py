@@ -11,7 +11,7 @@ is simulated at its own pixel spacing at 1/3, 1/5, 1/8 and 1/20 of its dose and 
 Seconds are per 512x512 slice on this machine, measured in the same run.
 """
 from __future__ import annotations
-import argparse, json, os, platform, shlex, sys, time
+import argparse, json, os, shlex, sys, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -27,10 +27,9 @@ def main(argv=None):
     ap.add_argument('--quick', action='store_true', help='one slice, two doses (smoke test)')
     args = ap.parse_args(argv)
     from evaluate_all import real_cases, REAL_CT
-    from founddiff.core import UNSEEN_DOSES
+    from founddiff.core import UNSEEN_DOSES, atomic_write
     from founddiff.evaluate import evaluate, Method, ldct_method, machine_name
-    from founddiff.pipeline import load_model
-    from founddiff.pipeline import ENSEMBLES
+    from founddiff.pipeline import load_model, ENSEMBLES
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     den = load_model(args.model, device='cpu')
     names = dict(list(REAL_CT.items())[:1]) if args.quick else REAL_CT
@@ -57,8 +56,8 @@ def main(argv=None):
                doses=doses, cases=[c.name for c in cases], skipped=skipped, summary=gain, rows=rows,
                wall_s=round(time.time() - t0, 1))
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    dst = Path(args.out) / 'real_ct.json'; tmp = dst.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(out, indent=1) + '\n'); os.replace(tmp, dst)
+    dst = Path(args.out) / 'real_ct.json'
+    with atomic_write(dst, 'w') as f: f.write(json.dumps(out, indent=1) + '\n')
     for n, v in gain.items(): print(f"ensemble {n}: {v}")
     print(f"wrote {dst}")
 
