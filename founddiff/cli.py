@@ -343,7 +343,8 @@ def denoise_path(inp, out, *, model='small', device=None, batch_size: int = 8, s
     steps = den.steps if steps is None else steps
     fn = lambda hu, spacing, idx: den.denoise(hu, steps=steps, batch_size=batch_size, generator=seed + idx[0], ensemble=ensemble)
     name = Path(str(model)).name.removesuffix('.safetensors')
-    return process_volume(inp, out, fn, settings=dict(command='denoise', model=str(model), steps=steps, batch_size=batch_size, seed=seed, ensemble=ensemble),
+    return process_volume(inp, out, fn, settings=dict(command='denoise', model=str(model), steps=steps, batch_size=batch_size, seed=seed,
+                                                    **({'ensemble': ensemble} if ensemble > 1 else {})),   # a plain run resumes older folders
                           batch_size=batch_size, progress=progress, description=f"founddiff: denoised ({name}, {steps} steps" + (f", {ensemble} views)" if ensemble > 1 else ")"))
 
 def simulate_path(inp, out, *, dose: float, seed: int = 0, batch_size: int = 8, progress: bool = True) -> dict:
